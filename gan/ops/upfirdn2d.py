@@ -1,0 +1,282 @@
+"""Upsample, pad, FIR-filter and downsample a batch of images in one op.
+
+StyleGAN2 resamples with a low-pass FIR filter instead of nearest/bilinear
+interpolation to avoid aliasing (Karras et al. 2020, "Analyzing and Improving the
+Image Quality of StyleGAN", sec. 4 and appendix B; the [1,3,3,1] binomial filter of
+Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"). The semantics
+follow scipy.signal.upfirdn and the published StyleGAN2-ADA op exactly, so a network
+ported from there gives the same outputs:
+
+1. upsample by inserting ``up - 1`` zeros after each pixel;
+2. pad with zeros ``[x0, x1, y0, y1]`` (negative = crop);
+3. convolve with the FIR filter ``f`` (true convolution, i.e. correlation with the
+   flipped filter, unless ``flip_filter``), keeping only fully-overlapping outputs;
+4. keep every ``down``-th pixel.
+
+Implementations: ``ref`` (plain torch: reshape, ``F.pad``, depthwise ``F.conv2d``),
+``cpp`` and ``cuda`` (``upfirdn2d.cpp`` / ``upfirdn2d.cu`` sharing ``upfirdn2d.h``).
+The gradient of upfirdn2d is again an upfirdn2d (up and down swapped, filter flipped,
+padding mirrored), so the compiled paths differentiate to any order.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IMPLS = ("auto", "ref", "cpp", "cuda")
+
+
+def _parse_scaling(scaling: int | Sequence[int]) -> tuple[int, int]:
+    """``s`` or ``(sx, sy)`` -> ``(sx, sy)``, each an int >= 1."""
+    if isinstance(scaling, int):
+        scaling = [scaling, scaling]
+    if not (isinstance(scaling, (list, tuple)) and len(scaling) == 2
+            and all(isinstance(s, int) and s >= 1 for s in scaling)):
+        raise ValueError(f"upfirdn2d: up/down must be an int >= 1 or a pair (x, y) of them, got {scaling!r}")
+    sx, sy = scaling
+    return sx, sy
+
+
+def _parse_padding(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """``p``, ``(px, py)`` or ``(x0, x1, y0, y1)`` -> ``(x0, x1, y0, y1)``."""
+    if isinstance(padding, int):
+        padding = [padding, padding]
+    if not (isinstance(padding, (list, tuple)) and len(padding) in (2, 4)
+            and all(isinstance(p, int) for p in padding)):
+        raise ValueError(f"upfirdn2d: padding must be an int, (x, y) or (x0, x1, y0, y1) of ints, got {padding!r}")
+    if len(padding) == 2:
+        padx, pady = padding
+        padding = [padx, padx, pady, pady]
+    padx0, padx1, pady0, pady1 = padding
+    return padx0, padx1, pady0, pady1
+
+
+def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
+    """``(fw, fh)`` of a 1-D separable (``[k]`` -> ``k x k``) or 2-D ``[fh, fw]`` filter."""
+    if f is None:
+        return 1, 1
+    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "upfirdn2d: f must be a 1-D or 2-D tensor"
+    fw = int(f.shape[-1])
+    fh = int(f.shape[0])
+    assert fw >= 1 and fh >= 1
+    return fw, fh
+
+
+def setup_filter(f, device: torch.device = torch.device("cpu"), normalize: bool = True,
+                 flip_filter: bool = False, gain: float = 1, separable: bool | None = None) -> torch.Tensor:
+    """Turn a list/array/tensor of taps into the float32 filter that :func:`upfirdn2d` takes.
+
+    Args:
+        f:           ``[fh, fw]`` (non-separable), ``[taps]`` (separable), ``[]`` (impulse)
+                     or ``None`` (identity).
+        normalize:   divide by the sum so a constant (DC) signal keeps its magnitude.
+        flip_filter: flip the taps.
+        gain:        overall gain, spread as ``gain ** (ndim / 2)`` over the dimensions.
+        separable:   ``None`` = 1-D for 1-D input with >= 8 taps, else the outer product
+                     (as published: short filters such as ``[1, 3, 3, 1]`` become a 4x4
+                     2-D filter, which keeps parameter/buffer shapes of published
+                     checkpoints; long ones stay separable because that is cheaper).
+
+    Returns:
+        float32 ``[taps]`` (separable) or ``[fh, fw]`` on ``device``.
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim not in (0, 1, 2) or f.numel() == 0:
+        raise ValueError(f"setup_filter: f must be a scalar, 1-D or 2-D and non-empty, got shape {list(f.shape)}")
+    if f.ndim == 0:
+        f = f[None]
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if f.ndim != (1 if separable else 2):
+        raise ValueError("setup_filter: separable=True needs a 1-D filter")
+    if normalize:
+        f = f / f.sum()
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.to(device=device)
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] = 1,
+              down: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, flip_filter: bool = False,
+              gain: float = 1, impl: str = "auto") -> torch.Tensor:
+    """Pad, upsample, filter and downsample ``x`` ``[N, C, H, W]`` with the FIR filter ``f``.
+
+    Args:
+        x:           ``[N, C, H, W]`` float16/32/64.
+        f:           float32 ``[fh, fw]``, ``[taps]`` (separable) or ``None`` (identity),
+                     usually from :func:`setup_filter`.
+        up, down:    int or ``(x, y)`` integer factors.
+        padding:     int, ``(x, y)`` or ``(x0, x1, y0, y1)`` with respect to the
+                     upsampled image; negative values crop.
+        flip_filter: ``False`` = convolution, ``True`` = correlation.
+        gain:        overall gain (``gain ** (ndim / 2)`` per filter pass).
+        impl:        ``'auto'`` (the fixed table ``gan.ops._build.AUTO_TABLE`` by shape class
+                     up/down/filter; ``cuda`` for CUDA tensors; ``$MTF_OPS=ref`` sends every
+                     ``'auto'`` call to the reference), ``'ref'``, ``'cpp'`` or ``'cuda'``.
+
+    Returns:
+        ``[N, C, (H*upy + y0 + y1 - fh) // downy + 1, (W*upx + x0 + x1 - fw) // downx + 1]``.
+    """
+    assert isinstance(x, torch.Tensor)
+    if impl not in IMPLS:
+        raise ValueError(f"upfirdn2d: impl={impl!r}; choose one of {IMPLS}")
+    from gan.ops import _build  # local import: keeps `import gan.ops` free of build code
+
+    chosen = _build.choose_impl("upfirdn2d", x, impl, shape_class=_shape_class(x, f, up, down))
+    if chosen != "ref":
+        plugin = _build.get_plugin(chosen)
+        if plugin is not None:
+            return _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain, plugin)
+    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def _shape_class(x, f, up, down) -> str:
+    """The shape class the ``auto`` table is keyed on (see ``_build.AUTO_TABLE``)."""
+    if max(_parse_scaling(up)) > 1:
+        return "up"
+    if max(_parse_scaling(down)) > 1:
+        return "down"
+    return "filter"
+
+
+def _upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
+                   flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    """Reference twin in plain torch ops (reshape, pad, depthwise conv2d, strided slice)."""
+    assert isinstance(x, torch.Tensor) and x.ndim == 4, "upfirdn2d: x must be [N, C, H, W]"
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "upfirdn2d: f must be 1-D or 2-D"
+    assert not f.requires_grad, "upfirdn2d: gradients with respect to the filter are not supported"
+    n, c, h, w = x.shape
+    upx, upy = _parse_scaling(up)
+    downx, downy = _parse_scaling(down)
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+
+    # 1. Upsample: a zero after each pixel, via a [.., H, 1, W, 1] view padded to [.., H, upy, W, upx].
+    x = x.reshape([n, c, h, 1, w, 1])
+    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+    x = x.reshape([n, c, h * upy, w * upx])  # [N, C, H*upy, W*upx]
+
+    # 2. Pad (positive part) then crop (negative part).
+    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0), max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
+
+    # 3. Filter: conv2d correlates, so flip to convolve unless the caller asked for correlation.
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        weight = f[None, None].repeat([c, 1, 1, 1])  # [C, 1, fh, fw]
+        x = F.conv2d(x, weight, groups=c)
+    else:
+        weight = f[None, None].repeat([c, 1, 1])  # [C, 1, k]
+        x = F.conv2d(x, weight.unsqueeze(2), groups=c)  # horizontal pass, [C, 1, 1, k]
+        x = F.conv2d(x, weight.unsqueeze(3), groups=c)  # vertical pass,   [C, 1, k, 1]
+
+    # 4. Downsample by keeping every down-th pixel.
+    return x[:, :, ::downy, ::downx]
+
+
+def _upfirdn2d_compiled(x: torch.Tensor, f: torch.Tensor | None, up, down, padding, flip_filter: bool,
+                        gain: float, plugin) -> torch.Tensor:
+    """Run the compiled kernels of ``plugin`` with the reference's semantics."""
+    assert isinstance(x, torch.Tensor) and x.ndim == 4, "upfirdn2d: x must be [N, C, H, W]"
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "upfirdn2d: f must be 1-D or 2-D"
+    assert not f.requires_grad, "upfirdn2d: gradients with respect to the filter are not supported"
+    params = (*_parse_scaling(up), *_parse_scaling(down), *_parse_padding(padding), bool(flip_filter), float(gain))
+    return _Upfirdn2dCompiled.apply(x, f, params, plugin)
+
+
+class _Upfirdn2dCompiled(torch.autograd.Function):
+    """upfirdn2d through the compiled kernels; its gradient is again an upfirdn2d.
+
+    The adjoint of "upsample by u, pad p, convolve with f, downsample by d" is
+    "upsample by d, pad p', convolve with flipped f, downsample by u", with p'
+    chosen so the result has the input's shape; being the same Function, the
+    backward is differentiable too (any order).
+    """
+
+    @staticmethod
+    def forward(ctx, x, f, params, plugin):
+        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain = params
+        w = f.to(device=x.device, dtype=torch.float32) * (gain ** (f.ndim / 2))
+        if x.dtype == torch.float16:
+            w = w.half().float()  # the reference rounds the taps to the input dtype
+        if not flip_filter:
+            w = w.flip(list(range(w.ndim)))  # the kernel correlates
+        if w.ndim == 2:
+            y = plugin.upfirdn2d(x, w, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
+        else:  # separable: horizontal pass [1, k], then vertical pass [k, 1], as the reference does
+            y = plugin.upfirdn2d(x, w[None, :], upx, 1, downx, 1, padx0, padx1, 0, 0)
+            y = plugin.upfirdn2d(y, w[:, None], 1, upy, 1, downy, 0, 0, pady0, pady1)
+        ctx.save_for_backward(f)
+        ctx.x_shape = x.shape
+        ctx.params, ctx.plugin = params, plugin
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain = ctx.params
+        _, _, ih, iw = ctx.x_shape
+        _, _, oh, ow = dy.shape
+        fw, fh = _get_filter_size(f)
+        p = (fw - padx0 - 1, iw * upx - ow * downx + padx0 - upx + 1,
+             fh - pady0 - 1, ih * upy - oh * downy + pady0 - upy + 1)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = _Upfirdn2dCompiled.apply(dy, f, (downx, downy, upx, upy, *p, not flip_filter, gain), ctx.plugin)
+        return dx, None, None, None
+
+
+def filter2d(x: torch.Tensor, f: torch.Tensor | None, padding: int | Sequence[int] = 0,
+             flip_filter: bool = False, gain: float = 1, impl: str = "auto") -> torch.Tensor:
+    """Filter ``x`` ``[N, C, H, W]`` with ``f``, padded so the output keeps ``H x W``.
+
+    ``padding`` (with respect to the output) is added on top; negative crops.
+    """
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] = 2,
+               padding: int | Sequence[int] = 0, flip_filter: bool = False, gain: float = 1,
+               impl: str = "auto") -> torch.Tensor:
+    """Upsample ``x`` ``[N, C, H, W]`` -> ``[N, C, H*upy, W*upx]`` with the FIR filter ``f``.
+
+    The gain is multiplied by ``upx * upy`` to make up for the inserted zeros, so a
+    normalized filter keeps the mean. ``padding`` is with respect to the output.
+    """
+    upx, upy = _parse_scaling(up)
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
+         pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor | None, down: int | Sequence[int] = 2,
+                 padding: int | Sequence[int] = 0, flip_filter: bool = False, gain: float = 1,
+                 impl: str = "auto") -> torch.Tensor:
+    """Downsample ``x`` ``[N, C, H, W]`` -> ``[N, C, H/downy, W/downx]`` after filtering with ``f``.
+
+    ``padding`` is with respect to the input.
+    """
+    downx, downy = _parse_scaling(down)
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
+         pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)

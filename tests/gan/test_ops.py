@@ -1,0 +1,368 @@
+"""Parity of the compiled ops with their reference twins (values, 1st and 2nd order gradients).
+
+The grids are pairwise-covering: every value of every parameter meets every value of
+every other parameter in at least one case, which finds the interaction bugs (a
+padding that only breaks with up=4, a clamp that only breaks on channels-last) at a
+fraction of the full product's cost. The ``cpp`` build is shared by the module (and
+with ``test_ops_build.py``) through one extension cache under the pytest base temp
+folder, or ``$MTF_EXTENSIONS_DIR`` when set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from gan.ops import _build, activation_funcs, bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from gan.ops.bias_act import _bias_act_ref
+from gan.ops.upfirdn2d import _upfirdn2d_compiled, _upfirdn2d_ref
+
+
+# ---------------------------------------------------------------------------- grid helper
+
+def pairwise(params: dict[str, list]) -> list[dict]:
+    """A small list of cases in which every pair of (parameter, value)s appears at least once.
+
+    Greedy: start each case from the first uncovered pair, then give every other
+    parameter the value that covers the most still-uncovered pairs.
+    """
+    names = list(params)
+    uncovered = {((a, i), (b, j))
+                 for ai, a in enumerate(names) for b in names[ai + 1:]
+                 for i in range(len(params[a])) for j in range(len(params[b]))}
+    cases = []
+    while uncovered:
+        (a, i), (b, j) = min(uncovered, key=lambda p: (names.index(p[0][0]), p[0][1], names.index(p[1][0]), p[1][1]))
+        case = {a: i, b: j}
+        for name in names:
+            if name in case:
+                continue
+            def gain(v):
+                return sum(((m, case[m]), (name, v)) in uncovered or ((name, v), (m, case[m])) in uncovered
+                           for m in case)
+            case[name] = max(range(len(params[name])), key=gain)
+        for (m, u), (n, v) in list(uncovered):
+            if case[m] == u and case[n] == v:
+                uncovered.discard(((m, u), (n, v)))
+        cases.append({name: params[name][case[name]] for name in names})
+    return cases
+
+
+def _ids(cases):
+    return [",".join(f"{k}={v}" for k, v in c.items()) for c in cases]
+
+
+def test_pairwise_grid_covers_every_pair_of_values():
+    params = {"a": [1, 2, 3], "b": ["x", "y"], "c": [None, 0.5, 7, 9]}
+    cases = pairwise(params)
+    for (p, q) in itertools.combinations(params, 2):
+        for u, v in itertools.product(params[p], params[q]):
+            assert any(c[p] == u and c[q] == v for c in cases), (p, u, q, v)
+    assert len(cases) < 3 * 2 * 4  # smaller than the full product
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def cpp_plugin(ext_dir):
+    """The ``cpp`` target, built once (about a minute on 2 cores) and loaded."""
+    plugin = _build.get_plugin("cpp")
+    assert plugin is not None, f"the cpp build failed: {_build.failure('cpp')}"
+    return plugin
+
+
+DTYPE_TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+}
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "channels_last" and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":  # a non-dense view: every other column of a wider tensor
+        wide = torch.cat([x, torch.zeros_like(x)], dim=-1)
+        return wide[..., : x.shape[-1]]
+    return x.contiguous()
+
+
+def _check_grads(fn_impl, fn_ref, inputs, second_order=True):
+    """First and second order gradients of ``fn_impl`` equal those of ``fn_ref`` (float64)."""
+    def grads(fn):
+        ins = [t.detach().clone().requires_grad_(True) for t in inputs]
+        y = fn(*ins)
+        w = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).reshape(y.shape)
+        g = torch.autograd.grad((y * w).sum(), ins, create_graph=second_order)
+        out = [t.detach() for t in g]
+        if second_order:
+            v = sum((gi * torch.cos(torch.arange(gi.numel(), device=gi.device).reshape(gi.shape).to(gi.dtype))).sum()
+                    for gi in g)
+            if v.requires_grad:
+                gg = torch.autograd.grad(v, ins, allow_unused=True, materialize_grads=True)
+            else:  # the gradient does not depend on the inputs (linear): zero second order
+                gg = [torch.zeros_like(t) for t in ins]
+            out += [t.detach() for t in gg]
+        return out
+    for got, want in zip(grads(fn_impl), grads(fn_ref)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- bias_act
+
+BIAS_ACT_GRID = pairwise({
+    "act": list(activation_funcs),
+    "alpha": [None, 0.1],
+    "gain": [None, 1.0, 0.5],
+    "clamp": [None, 0.8, 256.0],
+    "bias": ["nchw_dim1", "nc_dim1", "nchw_dim3", "nchw_dim0", "none"],
+    "layout": ["contiguous", "channels_last", "strided"],
+    "batch": [1, 3],
+})
+
+_BIAS_SHAPES = {"nchw_dim1": (4, 1), "nc_dim1": (2, 1), "nchw_dim3": (4, 3), "nchw_dim0": (4, 0), "none": (4, None)}
+
+
+def _bias_act_inputs(case, dtype, device="cpu", seed=0):
+    ndim, dim = _BIAS_SHAPES[case["bias"]]
+    shape = [case["batch"], 3, 4, 5][:ndim]
+    g = torch.Generator().manual_seed(seed)
+    x = _layout((torch.randn(shape, generator=g, dtype=torch.float64) * 2).to(dtype).to(device), case["layout"])
+    b = None if dim is None else torch.randn([shape[dim]], generator=g, dtype=torch.float64).to(dtype).to(device)
+    kw = dict(dim=dim if dim is not None else 1, act=case["act"], alpha=case["alpha"], gain=case["gain"],
+              clamp=case["clamp"])
+    return x, b, kw
+
+
+def _check_bias_act(case, impl, device, dtypes):
+    for dtype in dtypes:
+        x, b, kw = _bias_act_inputs(case, dtype, device)
+        got = bias_act(x, b, impl=impl, **kw)
+        want = _bias_act_ref(x, b, **kw)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want, **DTYPE_TOL[dtype])
+    x, b, kw = _bias_act_inputs(case, torch.float64, device, seed=1)
+    inputs = (x,) if b is None else (x, b)
+    fn_impl = lambda x, b=None: bias_act(x, b, impl=impl, **kw)  # noqa: E731
+    fn_ref = lambda x, b=None: _bias_act_ref(x, b, **kw)  # noqa: E731
+    _check_grads(fn_impl, fn_ref, inputs)
+    ins = [t.detach().clone().requires_grad_(True) for t in inputs]
+    assert gradcheck(fn_impl, ins, fast_mode=True)
+    assert gradgradcheck(fn_impl, ins, fast_mode=True)
+
+
+@pytest.mark.parametrize("case", BIAS_ACT_GRID, ids=_ids(BIAS_ACT_GRID))
+def test_bias_act_cpp_matches_ref_values_and_gradients(cpp_plugin, case):
+    _check_bias_act(case, "cpp", "cpu", (torch.float64, torch.float32, torch.float16))
+
+
+def test_bias_act_table_defaults_match_published_gains():
+    sqrt2 = 2 ** 0.5
+    assert {k: v.def_gain for k, v in activation_funcs.items()} == pytest.approx(
+        dict(linear=1, relu=sqrt2, lrelu=sqrt2, tanh=1, sigmoid=1, elu=1, selu=1, softplus=1, swish=sqrt2))
+    assert activation_funcs["lrelu"].def_alpha == pytest.approx(0.2)
+    x = torch.tensor([-1.0, 2.0])
+    torch.testing.assert_close(bias_act(x, None, dim=0, act="lrelu", impl="ref"), torch.tensor([-0.2, 2.0]) * sqrt2)
+    torch.testing.assert_close(bias_act(x, None, dim=0, act="relu", gain=1, clamp=1.5, impl="ref"),
+                               torch.tensor([0.0, 1.5]))
+
+
+def test_bias_act_cpp_promotes_mixed_dtypes_like_ref(cpp_plugin):
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
+    b = torch.randn(3, dtype=torch.float32)
+    got = bias_act(x, b, act="lrelu", impl="cpp")
+    want = bias_act(x, b, act="lrelu", impl="ref")
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want)
+
+
+def test_bias_act_rejects_a_bias_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"b has 4 entries but x.shape\[1\] = 3"):
+        bias_act(torch.zeros(2, 3), torch.zeros(4), impl="cpp")
+
+
+# ---------------------------------------------------------------------------- upfirdn2d
+
+FILTERS = {
+    "4x4": lambda: setup_filter([1, 3, 3, 1]),                          # even, non-separable (outer product)
+    "3x3": lambda: setup_filter([1, 2, 1]),                             # odd, non-separable
+    "sep8": lambda: setup_filter([1, 2, 3, 4, 4, 3, 2, 1]),             # even, separable (>= 8 taps)
+    "sep5": lambda: setup_filter([1, 4, 6, 4, 1], separable=True),      # odd, separable
+    "2x3": lambda: torch.tensor([[1.0, -2.0, 0.5], [0.25, 3.0, -1.0]]),  # non-square, asymmetric
+    "none": lambda: None,                                               # identity
+}
+
+UPFIRDN_GRID = pairwise({
+    "filter": list(FILTERS),
+    "up": [1, 2, 4, (2, 1)],
+    "down": [1, 2, 4, (1, 2)],
+    "padding": [0, 2, (2, 1, 0, 3), (3, -1, -1, 2)],
+    "flip_filter": [False, True],
+    "gain": [1, 2.5],
+    "layout": ["contiguous", "channels_last", "strided"],
+    "batch": [1, 2],
+})
+
+
+def _upfirdn_inputs(case, dtype, device="cpu", seed=0):
+    f = FILTERS[case["filter"]]()
+    fh = 1 if f is None else f.shape[0]
+    fw = 1 if f is None else f.shape[-1]
+    up = case["up"] if isinstance(case["up"], tuple) else (case["up"], case["up"])
+    pad = case["padding"]
+    pad = (pad, pad, pad, pad) if isinstance(pad, int) else pad
+    # Smallest size >= (6, 5) whose padded, upsampled image still holds the filter.
+    h = max(6, -(-(fh - pad[2] - pad[3]) // up[1]))
+    w = max(5, -(-(fw - pad[0] - pad[1]) // up[0]))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn([case["batch"], 2, h, w], generator=g, dtype=torch.float64).to(dtype).to(device)
+    kw = dict(up=case["up"], down=case["down"], padding=list(pad), flip_filter=case["flip_filter"], gain=case["gain"])
+    return _layout(x, case["layout"]), (None if f is None else f.to(device)), kw
+
+
+class _PixelwisePlugin:
+    """The cpp plugin with upfirdn2d routed through the CUDA kernel's per-pixel math (on CPU)."""
+
+    def __init__(self, plugin):
+        self.upfirdn2d = plugin.upfirdn2d_pixelwise
+
+
+def _check_upfirdn2d(case, impl, device, dtypes, plugin=None):
+    """``impl`` through the public op, or through ``_upfirdn2d_compiled`` with ``plugin`` if given."""
+    def run(x, f, **kw):
+        if plugin is None:
+            return upfirdn2d(x, f, impl=impl, **kw)
+        return _upfirdn2d_compiled(x, f, kw["up"], kw["down"], kw["padding"], kw["flip_filter"], kw["gain"], plugin)
+
+    for dtype in dtypes:
+        x, f, kw = _upfirdn_inputs(case, dtype, device)
+        got = run(x, f, **kw)
+        want = _upfirdn2d_ref(x, f, **kw)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        torch.testing.assert_close(got, want, **DTYPE_TOL[dtype])
+    x, f, kw = _upfirdn_inputs(case, torch.float64, device, seed=1)
+    fn_impl = lambda x: run(x, f, **kw)  # noqa: E731
+    _check_grads(fn_impl, lambda x: _upfirdn2d_ref(x, f, **kw), (x,))
+    xg = x.detach().clone().requires_grad_(True)
+    assert gradcheck(fn_impl, (xg,), fast_mode=True)
+    assert gradgradcheck(fn_impl, (xg,), fast_mode=True)
+
+
+@pytest.mark.parametrize("case", UPFIRDN_GRID, ids=_ids(UPFIRDN_GRID))
+def test_upfirdn2d_cpp_matches_ref_values_and_gradients(cpp_plugin, case):
+    _check_upfirdn2d(case, "cpp", "cpu", (torch.float64, torch.float32, torch.float16))
+
+
+@pytest.mark.parametrize("case", UPFIRDN_GRID, ids=_ids(UPFIRDN_GRID))
+def test_upfirdn2d_cuda_kernel_math_matches_ref_on_cpu(cpp_plugin, case):
+    # The CPU row kernel and the CUDA per-pixel kernel differ; this runs the latter's
+    # shared math (upfirdn2d.h: upfirdn2d_pixel) on the CPU over the same grid.
+    _check_upfirdn2d(case, "cpp", "cpu", (torch.float64, torch.float32, torch.float16),
+                     plugin=_PixelwisePlugin(cpp_plugin))
+
+
+@pytest.mark.parametrize("op", ["upsample2d", "downsample2d", "filter2d"])
+def test_resampling_wrappers_give_published_shapes_and_keep_dc(cpp_plugin, op):
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.ones(1, 3, 8, 6)
+    fn = dict(upsample2d=upsample2d, downsample2d=downsample2d, filter2d=filter2d)[op]
+    want_hw = dict(upsample2d=(16, 12), downsample2d=(4, 3), filter2d=(8, 6))[op]
+    for impl in ("ref", "cpp"):
+        y = fn(x, f, impl=impl)
+        assert tuple(y.shape[2:]) == want_hw
+        # A normalized filter keeps a constant image constant away from the zero-padded border.
+        assert torch.allclose(y[:, :, 2:-2, 2:-2], torch.ones(()), atol=1e-6), impl
+
+
+def test_setup_filter_follows_published_separable_rule():
+    assert setup_filter([1, 3, 3, 1]).shape == (4, 4)          # short filters become 2-D
+    assert setup_filter([1] * 8).shape == (8,)                 # >= 8 taps stay separable
+    assert setup_filter([1, 3, 3, 1], separable=True).shape == (4,)
+    torch.testing.assert_close(setup_filter([1, 3, 3, 1]).sum(), torch.tensor(1.0))
+    torch.testing.assert_close(setup_filter([1, 1], gain=4).sum(), torch.tensor(4.0))
+    torch.testing.assert_close(setup_filter([1, 2], flip_filter=True, normalize=False),
+                               torch.tensor([[4.0, 2.0], [2.0, 1.0]]))
+
+
+def test_upfirdn2d_convolves_rather_than_correlates_unless_flip_filter():
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 2] = 1  # an impulse reproduces the filter (convolution) or its flip (correlation)
+    f = torch.arange(1.0, 10.0).reshape(3, 3)
+    y = upfirdn2d(x, f, padding=1, impl="ref")[0, 0, 1:4, 1:4]
+    torch.testing.assert_close(y, f)
+    y = upfirdn2d(x, f, padding=1, flip_filter=True, impl="ref")[0, 0, 1:4, 1:4]
+    torch.testing.assert_close(y, f.flip([0, 1]))
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+def test_auto_table_covers_every_activation_and_shape_class():
+    keys = {("bias_act", a) for a in activation_funcs} | {("upfirdn2d", c) for c in ("up", "down", "filter")}
+    assert set(_build.AUTO_TABLE) == keys
+    assert set(_build.AUTO_TABLE.values()) <= {"cpp", "ref"}
+
+
+def test_auto_follows_the_table_and_mtf_ops_ref_forces_the_reference(monkeypatch):
+    seen = []
+    monkeypatch.setattr(_build, "get_plugin", lambda target: seen.append(target))  # None -> ref fallback
+    x = torch.randn(1, 2, 4, 4)
+    bias_act(x, None, act="lrelu")
+    bias_act(x, None, act="tanh")
+    upfirdn2d(x, setup_filter([1, 3, 3, 1]), up=2, padding=[2, 1, 2, 1])
+    upfirdn2d(x, setup_filter([1, 3, 3, 1]), padding=1)
+    want = [_build.AUTO_TABLE[k] for k in [("bias_act", "lrelu"), ("bias_act", "tanh"), ("upfirdn2d", "up"),
+                                           ("upfirdn2d", "filter")]]
+    assert seen == [t for t in want if t != "ref"]  # ref needs no plugin
+    seen.clear()
+    monkeypatch.setenv("MTF_OPS", "ref")
+    bias_act(x, None, act="lrelu")
+    upfirdn2d(x, setup_filter([1, 3, 3, 1]), up=2, padding=[2, 1, 2, 1])
+    assert seen == []
+    bias_act(x, None, act="lrelu", impl="cpp")  # an explicit impl wins over the environment
+    assert seen == ["cpp"]
+
+
+def test_impl_cuda_on_a_cpu_tensor_says_what_to_do():
+    with pytest.raises(ValueError, match="impl='cuda' runs on CUDA tensors"):
+        bias_act(torch.zeros(2, 3), impl="cuda")
+
+
+def test_importing_the_ops_builds_nothing():
+    import subprocess
+    import sys
+    code = ("import gan.ops, sys; from gan.ops import _build; "
+            "assert 'torch.utils.cpp_extension' not in sys.modules; assert not any(_build.build_attempts.values())")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- cuda (skipped without a GPU)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def cuda_plugin(ext_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _build.OpsBuildWarning)
+        plugin = _build.get_plugin("cuda")
+    assert plugin is not None, f"the cuda build failed: {_build.failure('cuda')}"
+    return plugin
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("case", BIAS_ACT_GRID, ids=_ids(BIAS_ACT_GRID))
+def test_bias_act_cuda_matches_ref(cuda_plugin, case):
+    _check_bias_act(case, "cuda", "cuda", (torch.float32, torch.float16))
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("case", UPFIRDN_GRID, ids=_ids(UPFIRDN_GRID))
+def test_upfirdn2d_cuda_matches_ref(cuda_plugin, case):
+    _check_upfirdn2d(case, "cuda", "cuda", (torch.float32, torch.float16))

@@ -1,0 +1,440 @@
+"""``gan.dataset.prepare`` and ``mtf-gan prepare``: folder/zip -> training archive.
+
+Test images are made here by hand (smooth random patterns, so that different images have
+far-apart perceptual hashes) because the bad inputs need exact control over bytes, modes
+and sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import gan.dataset as dataset
+from gan.cli import main
+from gan.dataset import archive_name, dhash, find_near_duplicates, prepare, to_rgb8
+from gan.util import UserError
+
+RES = 32
+
+
+def smooth(seed: int, h: int = 64, w: int = 64) -> np.ndarray:
+    """A smooth random ``uint8 [h, w, 3]`` image: a 5x5 random grid upsampled bicubically."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))
+    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8).copy()
+
+
+def save(path: Path, img: Image.Image | np.ndarray, fmt: str | None = None, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    img.save(path, format=fmt, **kw)
+    return path
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_archive(path: Path) -> tuple[dict, dict[str, bytes]]:
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    return json.loads(members["dataset.json"]), members
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+# Expected fate of every file in the salted tree (relative path -> "ok" | reason kind).
+SALTED = {
+    "A/a0.png": "ok",
+    "A/a1 wide.JPG": "ok",  # 80x64, center-cropped
+    "A/é ü 名前.png": "ok",  # unicode and spaces
+    "A/a3-copy.bmp": "exact",  # same pixels as a0, other format
+    "A/a4-near.png": "near",  # a0 plus faint noise: kept, reported as near duplicate
+    "A/sub/deep.jpeg": "ok",  # recursive
+    "B/b0-small.png": "ok",  # 16x16: upscaled
+    "B/b1-grey.png": "ok",
+    "B/b2-16bit.png": "ok",
+    "B/b3-alpha.png": "ok",
+    "B/b4-cmyk.jpg": "ok",
+    "B/b5-palette.webp": "ok",
+    "B/corrupt.jpg": "not an image",  # text with an image extension
+    "B/truncated.png": "cannot decode",
+    "B/empty.jpg": "empty file",
+    "top.png": "ok",  # directly in SRC (no class folder)
+}
+
+
+@pytest.fixture(scope="module")
+def salted(tmp_path_factory) -> Path:
+    """A tree with good images of every mode and every kind of bad file."""
+    root = tmp_path_factory.mktemp("salted") / "src"
+    a0 = smooth(0)
+    save(root / "A/a0.png", a0)
+    save(root / "A/a1 wide.JPG", smooth(1, 64, 80), "JPEG", quality=95)
+    save(root / "A/é ü 名前.png", smooth(2))
+    save(root / "A/a3-copy.bmp", a0, "BMP")
+    noise = np.random.default_rng(9).integers(-2, 3, a0.shape)
+    save(root / "A/a4-near.png", np.clip(a0 + noise, 0, 255).astype(np.uint8))
+    save(root / "A/sub/deep.jpeg", smooth(3), "JPEG", quality=95)
+    save(root / "B/b0-small.png", smooth(4, 16, 16))
+    save(root / "B/b1-grey.png", Image.fromarray(smooth(5)).convert("L"))
+    save(root / "B/b2-16bit.png", Image.fromarray(smooth(6)[:, :, 0].astype(np.uint16) * 257))
+    rgba = np.dstack([smooth(7), np.full((64, 64), 200, np.uint8)])
+    save(root / "B/b3-alpha.png", rgba)
+    save(root / "B/b4-cmyk.jpg", Image.fromarray(smooth(8)).convert("CMYK"), "JPEG", quality=95)
+    save(root / "B/b5-palette.webp", Image.fromarray(smooth(10)).convert("P"), "WEBP", lossless=True)
+    (root / "B/corrupt.jpg").write_text("this is not a JPEG\n")
+    good = png_bytes(smooth(11))
+    (root / "B/truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "B/empty.jpg").write_bytes(b"")
+    (root / "B/notes.txt").write_text("not an image extension: ignored")
+    (root / "B/.hidden.jpg").write_text("hidden files are ignored")
+    save(root / "top.png", smooth(12))
+    return root
+
+
+@pytest.fixture(scope="module")
+def salted_archive(salted, tmp_path_factory) -> tuple[Path, object]:
+    dest = tmp_path_factory.mktemp("out") / "salted.zip"
+    summary = prepare(salted, dest, resolution=RES, labels="folder", progress=False)
+    return dest, summary
+
+
+def test_prepare_salted_tree_writes_expected_images_labels_and_reports(salted, salted_archive):
+    dest, s = salted_archive
+    meta, members = read_archive(dest)
+    # With --labels folder, top.png (directly in SRC) has no class and is skipped.
+    ok = sorted(k for k, v in SALTED.items() if v in ("ok", "near") and k != "top.png")
+    assert s.count == len(ok) == meta["num_images"]
+    assert s.found == len(SALTED)  # notes.txt and .hidden.jpg are not image files
+    assert [im["source"] for im in meta["images"]] == ok  # sorted source order
+    assert [im["name"] for im in meta["images"]] == [archive_name(i) for i in range(len(ok))]
+    assert meta["classes"] == ["A", "B"]
+    assert meta["labels"] == [[im["name"], 0 if im["source"].startswith("A/") else 1] for im in meta["images"]]
+    assert meta["resolution"] == RES
+
+    skipped = dict(s.skipped)
+    expect_skipped = {k: v for k, v in SALTED.items() if v not in ("ok", "near", "exact")}
+    expect_skipped["top.png"] = "not inside a class folder"
+    assert set(skipped) == set(expect_skipped)
+    for name, kind in expect_skipped.items():
+        assert skipped[name].startswith(kind), (name, skipped[name])
+    lines = members["skipped.txt"].decode().splitlines()
+    assert sorted(line.split("\t")[0] for line in lines) == sorted(expect_skipped)
+
+    assert s.exact_duplicates == [("A/a3-copy.bmp", "A/a0.png")]
+    assert [(a, b) for a, b, _ in s.near_duplicates] == [("A/a0.png", "A/a4-near.png")]
+    dups = json.loads(members["duplicates.json"])
+    assert dups["exact"] == [{"dropped": "A/a3-copy.bmp", "kept": "A/a0.png"}]
+    assert len(dups["near"]) == 1
+
+    # Every decodable source is in the histogram: 16-px b0 below target, the rest 64.
+    sizes = json.loads(members["sizes.json"])
+    decodable = sum(v in ("ok", "near", "exact") for k, v in SALTED.items() if k != "top.png")
+    assert sizes["buckets"]["<32"] == 1 and sizes["buckets"]["64-127"] == decodable - 1
+    assert sizes["below_target"] == 1 and s.upscaled == 1 == sizes["upscaled"]
+
+    for im in meta["images"]:
+        px = decode(members[im["name"]])
+        assert px.shape == (RES, RES, 3) and px.dtype == np.uint8
+        assert hashlib.sha1(np.ascontiguousarray(px).tobytes()).hexdigest() == im["sha1"]
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in zipfile.ZipFile(dest).infolist())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    text = s.format()
+    assert "skipped 4 files" in text and "skipped.txt" in text and "exact duplicates dropped: 1" in text
+
+
+def test_prepare_output_is_identical_for_one_and_two_workers(salted, salted_archive, tmp_path):
+    dest, _ = salted_archive
+    dest2 = tmp_path / "w2.zip"
+    prepare(salted, dest2, resolution=RES, labels="folder", workers=2, progress=False)
+    assert dest2.read_bytes() == dest.read_bytes()
+
+
+def test_prepare_reads_a_zip_like_the_folder(salted, salted_archive, tmp_path):
+    dest, _ = salted_archive
+    src_zip = tmp_path / "src.zip"
+    with zipfile.ZipFile(src_zip, "w") as zf:  # wrapped in one top folder, as `zip -r` does
+        for p in sorted(salted.rglob("*")):
+            if p.is_file():
+                zf.write(p, "src/" + p.relative_to(salted).as_posix())
+    out = tmp_path / "fromzip.zip"
+    prepare(src_zip, out, resolution=RES, labels="folder", workers=2, progress=False)
+    assert read_archive(out)[0]["images"] == read_archive(dest)[0]["images"]
+
+
+def test_prepare_unlabelled_keeps_root_files_and_writes_null_labels(salted, tmp_path):
+    s = prepare(salted, tmp_path / "u.zip", resolution=RES, progress=False)
+    meta, _ = read_archive(tmp_path / "u.zip")
+    assert meta["labels"] is None and meta["classes"] is None
+    assert "top.png" in [im["source"] for im in meta["images"]]
+    assert s.count == sum(v in ("ok", "near") for v in SALTED.values())
+
+
+@pytest.mark.parametrize("bad", ["B/corrupt.jpg", "B/truncated.png", "B/empty.jpg"])
+def test_prepare_strict_stops_at_the_first_broken_file_and_names_it(salted, tmp_path, bad):
+    src = tmp_path / "src"
+    shutil.copytree(salted / "A", src / "A")
+    shutil.copy(salted / bad, src / "A" / Path(bad).name)
+    dest = tmp_path / "strict.zip"
+    with pytest.raises(UserError, match=Path(bad).name) as exc:
+        prepare(src, dest, resolution=RES, strict=True, progress=False)
+    assert "--strict" in str(exc.value)
+    assert not dest.exists() and list(tmp_path.glob(".strict.zip*")) == []
+
+
+def test_prepare_strict_also_stops_on_an_image_without_a_label(salted, tmp_path):
+    with pytest.raises(UserError, match="top.png.*class folder"):
+        prepare(salted, tmp_path / "x.zip", resolution=RES, labels="folder", strict=True, progress=False)
+
+
+def test_prepare_min_size_refuses_small_images_instead_of_upscaling(salted, tmp_path):
+    s = prepare(salted, tmp_path / "m.zip", resolution=RES, min_size=RES, progress=False)
+    reasons = dict(s.skipped)
+    assert reasons["B/b0-small.png"].startswith("short side 16 px is below --min-size 32")
+    assert s.upscaled == 0 and s.below_target == 1
+
+
+def test_prepare_crop_none_skips_non_square_images(salted, tmp_path):
+    s = prepare(salted, tmp_path / "c.zip", resolution=RES, crop="none", progress=False)
+    assert dict(s.skipped)["A/a1 wide.JPG"].startswith("not square (80x64)")
+
+
+def test_prepare_center_crop_takes_the_middle_square(tmp_path):
+    img = np.zeros((32, 64, 3), np.uint8)
+    img[:, 16:48] = 255  # white middle square, black side bands
+    save(tmp_path / "src/wide.png", img)
+    prepare(tmp_path / "src", tmp_path / "o.zip", resolution=RES, progress=False)
+    _, members = read_archive(tmp_path / "o.zip")
+    assert (decode(members[archive_name(0)]) == 255).all()
+
+
+def test_prepare_box_and_lanczos_filters_differ_and_box_averages(tmp_path):
+    checker = np.indices((64, 64)).sum(0) % 2 * 255  # 1-px checkerboard
+    save(tmp_path / "src/c.png", np.repeat(checker[:, :, None], 3, 2).astype(np.uint8))
+    prepare(tmp_path / "src", tmp_path / "box.zip", resolution=RES, progress=False)
+    prepare(tmp_path / "src", tmp_path / "lz.zip", resolution=RES, filter="lanczos", progress=False)
+    box = decode(read_archive(tmp_path / "box.zip")[1][archive_name(0)])
+    lz = decode(read_archive(tmp_path / "lz.zip")[1][archive_name(0)])
+    assert np.abs(box.astype(int) - 128).max() <= 1  # each 2x2 block averages to grey
+    assert not np.array_equal(box, lz)  # --filter reaches the resize
+
+
+def test_prepare_applies_exif_orientation(tmp_path):
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:32, :, 0] = 255  # red top half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: the viewer must rotate 90 degrees clockwise
+    save(tmp_path / "src/r.jpg", img, "JPEG", quality=98, exif=exif.tobytes())
+    prepare(tmp_path / "src", tmp_path / "o.zip", resolution=RES, progress=False)
+    out = decode(read_archive(tmp_path / "o.zip")[1][archive_name(0)]).astype(int)
+    # Rotated clockwise, the red half is on the right.
+    assert out[:, -8:, 0].mean() > 200 and out[:, :8, 0].mean() < 50
+
+
+@pytest.mark.parametrize(
+    "make, expect",
+    [
+        (lambda: Image.new("L", (4, 4), 77), (77, 77, 77)),
+        (lambda: Image.new("1", (4, 4), 1), (255, 255, 255)),
+        (lambda: Image.fromarray(np.full((4, 4), 65535, np.uint16)), (255, 255, 255)),
+        (lambda: Image.fromarray(np.full((4, 4), 257 * 100, np.uint16)), (100, 100, 100)),
+        (lambda: Image.new("I", (4, 4), 257 * 40), (40, 40, 40)),
+        (lambda: Image.new("RGBA", (4, 4), (255, 0, 0, 0)), (128, 128, 128)),
+        (lambda: Image.new("RGBA", (4, 4), (255, 0, 0, 255)), (255, 0, 0)),
+        (lambda: Image.new("LA", (4, 4), (0, 128)), (64, 64, 64)),
+        (lambda: Image.new("CMYK", (4, 4), (0, 255, 255, 0)), (255, 0, 0)),
+        (lambda: Image.new("RGB", (4, 4), (0, 0, 255)).convert("P"), (0, 0, 255)),
+    ],
+    ids=["L", "1", "I;16-max", "I;16-mid", "I", "RGBA-clear", "RGBA-opaque", "LA-half", "CMYK", "P"],
+)
+def test_to_rgb8_converts_every_mode_to_8bit_rgb(make, expect):
+    out = to_rgb8(make())
+    assert out.dtype == np.uint8 and out.shape == (4, 4, 3)
+    assert tuple(int(v) for v in out[0, 0]) == expect
+
+
+def test_prepare_converts_sixteen_bit_png_without_clipping(salted, salted_archive):
+    dest, _ = salted_archive
+    meta, members = read_archive(dest)
+    name = next(im["name"] for im in meta["images"] if im["source"] == "B/b2-16bit.png")
+    out = decode(members[name]).astype(int)
+    ref = np.asarray(Image.fromarray(smooth(6)[:, :, 0]).resize((RES, RES), Image.Resampling.BOX)).astype(int)
+    assert np.abs(out[:, :, 0] - ref).max() <= 1 and (out[:, :, 0] == out[:, :, 2]).all()
+
+
+def test_prepare_refuses_missing_source_empty_source_and_existing_dest(tmp_path, salted):
+    with pytest.raises(UserError, match="does not exist"):
+        prepare(tmp_path / "nope", tmp_path / "a.zip", resolution=RES)
+    (tmp_path / "notes.txt").write_text("a file that is neither a folder nor a zip")
+    with pytest.raises(UserError, match="not a folder or a readable zip"):
+        prepare(tmp_path / "notes.txt", tmp_path / "a.zip", resolution=RES)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/readme.txt").write_text("no images")
+    with pytest.raises(UserError, match="no images"):
+        prepare(tmp_path / "empty", tmp_path / "a.zip", resolution=RES)
+    dest = tmp_path / "exists.zip"
+    dest.write_bytes(b"precious")
+    with pytest.raises(UserError, match="never overwritten; pass another destination"):
+        prepare(salted, dest, resolution=RES)
+    assert dest.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("res", [0, 3, 48, 100])
+def test_prepare_refuses_a_resolution_that_is_not_a_power_of_two(salted, tmp_path, res):
+    with pytest.raises(UserError, match="power of two"):
+        prepare(salted, tmp_path / "a.zip", resolution=res)
+
+
+def test_prepare_all_files_broken_is_an_error_and_writes_nothing(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/x.png").write_bytes(b"")
+    with pytest.raises(UserError, match="none of the 1 image files"):
+        prepare(tmp_path / "src", tmp_path / "a.zip", resolution=RES, progress=False)
+    assert not (tmp_path / "a.zip").exists()
+
+
+def _raise_on_third_call(fn):
+    calls = []
+
+    def wrapped(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived here
+        return fn(*args)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_interrupted_mid_way_leaves_no_archive(salted, tmp_path, monkeypatch, workers):
+    if workers == 1:  # interrupted while decoding the third image
+        monkeypatch.setattr(dataset, "_process", _raise_on_third_call(dataset._process))
+    else:  # the workers are fine; the parent is interrupted while writing the third image
+        monkeypatch.setattr(dataset, "_write_member", _raise_on_third_call(dataset._write_member))
+    dest = tmp_path / "half.zip"
+    with pytest.raises(KeyboardInterrupt):
+        prepare(salted, dest, resolution=RES, workers=workers, progress=False)
+    assert sorted(os.listdir(tmp_path)) == []  # neither half.zip nor its temporary
+
+
+def test_prepare_max_images_stops_after_that_many(salted, tmp_path):
+    s = prepare(salted, tmp_path / "m.zip", resolution=RES, max_images=3, workers=2, progress=False)
+    meta, _ = read_archive(tmp_path / "m.zip")
+    assert s.count == 3 and len(meta["images"]) == 3
+    assert [im["source"] for im in meta["images"]] == ["A/a0.png", "A/a1 wide.JPG", "A/a4-near.png"]
+
+
+# ---------------------------------------------------------------------------- CSV labels
+
+
+@pytest.fixture()
+def csv_tree(tmp_path) -> Path:
+    src = tmp_path / "src"
+    rows = ["file,person,gender,age"]
+    for i, (person, gender, age) in enumerate(
+        [("Ann Lee", "Female", "Young"), ("Ann Lee", "Female", "Young"), ("Bo Li", "Male", "Old"), ("Cy", "Male", "Young")]
+    ):
+        save(src / person / f"{i}.png", smooth(100 + i))
+        rows.append(f"{person}/{i}.png,{person},{gender},{age}")
+    rows[4] = "3.png,Cy,Male,Young"  # a bare file name, unique in SRC
+    rows.append("Gone/9.png,Gone,Male,Old")  # a row whose file is not there
+    save(src / "Extra" / "e.png", smooth(200))  # an image without a row
+    (tmp_path / "attrs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return src
+
+
+def test_prepare_csv_single_column_gives_integer_labels_and_reports_mismatches(csv_tree, tmp_path):
+    s = prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "attrs.csv",
+                label_columns=["gender"], progress=False)
+    meta, _ = read_archive(tmp_path / "o.zip")
+    assert meta["classes"] == ["Female", "Male"] and meta["label_groups"] is None
+    assert [(im["source"], im["label"]) for im in meta["images"]] == [
+        ("Ann Lee/0.png", 0), ("Ann Lee/1.png", 0), ("Bo Li/2.png", 1), ("Cy/3.png", 1)]
+    assert s.csv_missing == ["Gone/9.png"]
+    assert dict(s.skipped) == {"Extra/e.png": "no row in attrs.csv"}
+    assert "1 CSV rows name files that are not in SRC" in s.format()
+
+
+def test_prepare_csv_several_columns_give_a_joint_one_hot_vector(csv_tree, tmp_path):
+    s = prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "attrs.csv",
+                label_columns=["gender", "age"], progress=False)
+    meta, _ = read_archive(tmp_path / "o.zip")
+    assert meta["classes"] == {"gender": ["Female", "Male"], "age": ["Old", "Young"]}
+    assert [g["offset"] for g in meta["label_groups"]] == [0, 2] and s.label_dim == 4
+    assert meta["images"][2]["label"] == [0.0, 1.0, 1.0, 0.0]  # Male, Old
+    assert meta["labels"][2] == [meta["images"][2]["name"], [0.0, 1.0, 1.0, 0.0]]
+
+
+def test_prepare_csv_errors_name_the_file_and_the_valid_columns(csv_tree, tmp_path):
+    with pytest.raises(UserError, match="missing.csv does not exist"):
+        prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "missing.csv", label_columns=["age"])
+    with pytest.raises(UserError, match="no column 'race'.*one of: person, gender, age"):
+        prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "attrs.csv", label_columns=["race"])
+    with pytest.raises(UserError, match="needs --label-column"):
+        prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "attrs.csv")
+    (tmp_path / "latin1.csv").write_bytes("file,gender\nCy/3.png,Männlich\n".encode("latin-1"))
+    with pytest.raises(UserError, match="latin1.csv.*save it as UTF-8"):
+        prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "latin1.csv", label_columns=["gender"])
+    (tmp_path / "none.csv").write_text("file,gender\nx/1.png,Male\n")
+    with pytest.raises(UserError, match="none of the 5 images"):
+        prepare(csv_tree, tmp_path / "o.zip", resolution=RES, labels=tmp_path / "none.csv", label_columns=["gender"])
+    assert not (tmp_path / "o.zip").exists()
+
+
+# ---------------------------------------------------------------------------- near duplicates
+
+
+def test_find_near_duplicates_matches_brute_force():
+    rng = np.random.default_rng(0)
+    hashes = [int(x) for x in rng.integers(0, 2**63, 3000, dtype=np.int64)]
+    for k in range(40):  # plant pairs 0..5 bits apart
+        flips = rng.choice(64, size=k % 6, replace=False)
+        hashes.append(hashes[k] ^ sum(1 << int(b) for b in flips))
+    h = np.array(hashes, dtype=np.uint64)
+    d = np.bitwise_count(h[:, None] ^ h[None, :])
+    i, j = np.nonzero(np.triu(d <= 3, 1))
+    assert find_near_duplicates(hashes, 3) == [(int(a), int(b), int(d[a, b])) for a, b in zip(i, j)]
+    assert len(i) >= 26  # the planted pairs within 3 bits are found
+
+
+def test_dhash_is_stable_under_reencoding_and_differs_between_images():
+    a = smooth(1, 128, 128)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=80)
+    b = np.asarray(Image.open(buf))
+    assert bin(dhash(a) ^ dhash(b)).count("1") <= dataset.NEAR_DUPLICATE_BITS
+    assert bin(dhash(a) ^ dhash(smooth(2, 128, 128))).count("1") > 10
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_prepare_prints_summary_and_refuses_to_overwrite(salted, tmp_path):
+    dest = tmp_path / "cli.zip"
+    args = ["prepare", str(salted), str(dest), "--resolution", str(RES), "--labels", "folder", "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert f"wrote {len(SALTED) - 5} images" in r.output and "skipped.txt" in r.output
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "already exists" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["prepare", str(salted), str(tmp_path / "b.zip"), "-r", "32", "--crop", "edge"])
+    assert r.exit_code == 2 and "--crop" in r.output
