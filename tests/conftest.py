@@ -1,0 +1,77 @@
+"""Session fixtures shared by every issue's tests.
+
+Synthetic MTF trees in both layouts and a prepared training archive are built once per
+test run (a few seconds at 32 px) and reused; tests must treat them as read-only and
+write into their own ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Plots are written to files; never open a window.
+os.environ.setdefault("MPLBACKEND", "Agg")
+# One cache for the compiled ops across the whole run (and later local runs: the folder is
+# git-ignored and keyed by source hash), so the C++ extension is built once, not per module.
+os.environ.setdefault("MTF_EXTENSIONS_DIR", str(REPO / ".cache" / "extensions"))
+
+#: Sizes of the shared synthetic sets: small enough for CPU tests, large enough that
+#: every class of every attribute is present and a tiny CNN has something to learn.
+SYNTH_RES = 32
+NONCURATED_PEOPLE, NONCURATED_PER_PERSON = 12, 8
+CURATED_PEOPLE, CURATED_PER_PERSON = 16, 10
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the repository (CI lays a copy there), or ``$MTF_SHARED_DIR``."""
+    return Path(os.environ.get("MTF_SHARED_DIR", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_noncurated(tmp_path_factory) -> Path:
+    """``<root>/<person>/*.jpg`` + ``attributes.csv`` (file, person, race, gender, age)."""
+    from gan.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth") / "noncurated"
+    write_synthetic(
+        root, layout="noncurated", people=NONCURATED_PEOPLE, per_person=NONCURATED_PER_PERSON,
+        resolution=SYNTH_RES, seed=0,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_curated(tmp_path_factory) -> Path:
+    """``<root>/{face_recognition,race,gender,age}/{train,val,test}/<class>/*.png``."""
+    from gan.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth") / "curated"
+    write_synthetic(
+        root, layout="curated", people=CURATED_PEOPLE, per_person=CURATED_PER_PERSON,
+        resolution=SYNTH_RES, seed=1,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared_archive(synthetic_noncurated, tmp_path_factory) -> Path:
+    """The non-curated tree prepared at 32 px, labelled by gender (for conditional runs)."""
+    from gan.dataset import prepare
+
+    dest = tmp_path_factory.mktemp("archive") / "mtf-32.zip"
+    prepare(
+        synthetic_noncurated, dest, resolution=SYNTH_RES,
+        labels=synthetic_noncurated / "attributes.csv", label_columns=("gender",), progress=False,
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def ext_dir() -> str:
+    """The compiled-ops cache folder shared by every test (``$MTF_EXTENSIONS_DIR``)."""
+    return os.environ["MTF_EXTENSIONS_DIR"]
