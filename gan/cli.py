@@ -40,3 +40,189 @@ def main() -> None:
 
 # ---------------------------------------------------------------------------- synth
 # (commands are registered below; each lives beside the function it wraps)
+
+
+@main.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New (or empty) folder to write.")
+@click.option("--layout", type=click.Choice(["curated", "noncurated"]), default="curated", show_default=True,
+              help="curated: task/split/class trees; noncurated: <person>/*.jpg + attributes.csv.")
+@click.option("--people", type=click.IntRange(min=1), default=16, show_default=True, help="Number of identities.")
+@click.option("--per-person", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Images per person (curated needs at least 3: one each for train, val, test).")
+@click.option("--resolution", type=click.IntRange(16, 256), default=64, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default=None,
+              help="Image format [default: png for curated, jpg for noncurated].")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@friendly_errors
+def synth_cmd(out: str, layout: str, people: int, per_person: int, resolution: int, seed: int,
+              image_format: str | None, progress: bool) -> None:
+    """Draw procedural labelled faces as an MTF-like tree (for tests and the demo).
+
+    OUT must not exist or be empty. Faces follow their race, gender and age labels with
+    overlapping cues (see gan/synthetic.py); the same options give byte-identical files.
+    """
+    from gan.synthetic import write_synthetic
+
+    s = write_synthetic(out, layout=layout, people=people, per_person=per_person,
+                        resolution=resolution, seed=seed, image_format=image_format, progress=progress)
+    click.echo(f"wrote {s['images']} {s['resolution']}-px {s['format']} images of {s['people']} people "
+               f"({s['files']} files, {s['layout']} layout) to {s['out']}")
+    if s["splits"]:
+        click.echo("  splits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()) + " images per task")
+    for task, classes in s["classes"].items():
+        shown = classes if len(classes) <= 8 else classes[:8] + [f"... ({len(classes)} in all)"]
+        click.echo(f"  {task}: {', '.join(shown)}")
+    if s["attributes_csv"]:
+        click.echo(f"  labels: {s['attributes_csv']}")
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+@main.command("prepare")
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("dest", type=click.Path(path_type=str))
+@click.option("--resolution", "-r", type=int, required=True, help="Output side in pixels, a power of two (e.g. 64, 128, 256).")
+@click.option("--labels", default=None, metavar="folder|FILE.csv",
+              help="'folder': first-level folder names are the classes; FILE.csv: a CSV with a 'file' column "
+                   "(paths relative to SRC) and the --label-column(s). Default: unlabelled.")
+@click.option("--label-column", "label_columns", multiple=True, metavar="COL",
+              help="CSV column to label by; repeat for a joint one-hot vector (e.g. gender, race, age).")
+@click.option("--crop", type=click.Choice(["center", "none"]), default="center", show_default=True,
+              help="center: crop non-square images to their central square; none: skip them (reported).")
+@click.option("--filter", "filter_", type=click.Choice(["box", "lanczos"]), default="box", show_default=True,
+              help="Downscaling filter (box averages without aliasing; FIDs compare only between data prepared "
+                   "with the same filter); upscaling is always lanczos.")
+@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip (and report) images whose short side is below this many pixels.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes that decode and resize; the output is the same for any number.")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Stop after writing this many images.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable or unlabelled file instead of skipping it.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@friendly_errors
+def prepare_cmd(src: str, dest: str, resolution: int, labels: str | None, label_columns: tuple[str, ...],
+                crop: str, filter_: str, min_size: int, workers: int, max_images: int | None,
+                strict: bool, progress: bool) -> None:
+    """Turn a folder tree (or zip) of face images SRC into a training archive DEST.zip.
+
+    Writes uncompressed PNGs (00000/img00000000.png, ...) and dataset.json in the
+    StyleGAN2-ADA dataset_tool format, plus sizes.json, duplicates.json and skipped.txt.
+    DEST must not exist.
+    """
+    from gan.dataset import prepare
+
+    summary = prepare(
+        src, dest, resolution=resolution, labels=labels, label_columns=label_columns, crop=crop,
+        filter=filter_, min_size=min_size, workers=workers, max_images=max_images, strict=strict,
+        progress=progress,
+    )
+    click.echo(summary.format())
+
+
+# ---------------------------------------------------------------------------- doctor
+@main.command("doctor")
+@click.option("--target", "targets", multiple=True, type=click.Choice(["cpp", "cuda"]),
+              help="Check only these op targets (repeatable; default: cpp and cuda).")
+@friendly_errors
+def doctor_cmd(targets: tuple[str, ...]) -> None:
+    """Check the toolchain, build the compiled ops (cpp; cuda, compile-only without a GPU) and test parity.
+
+    Prints one OK/FAIL/SKIP/INFO line per check, with the fix for each FAIL, and exits
+    non-zero if anything FAILed. Builds are cached (see the 'extension cache' line).
+    """
+    from gan.ops.doctor import doctor
+
+    if not doctor(targets or ("cpp", "cuda"), echo=click.echo):
+        raise click.exceptions.Exit(1)
+
+
+# ---------------------------------------------------------------------------- train
+@main.command("train")
+@click.option("--data", default=None, type=click.Path(), help="Training archive from `mtf-gan prepare` "
+              "(default with --resume: the checkpoint's).")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Parent folder; each run gets a new numbered folder NNNNN-<desc> in it.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="YAML preset, e.g. configs/gan/mtf64.yaml or demo.yaml [default: the published auto "
+                   "rule for the data's resolution; with --resume: the checkpoint's config].")
+@click.option("--cond/--no-cond", default=None, help="Condition G and D on the archive's labels.")
+@click.option("--mirror/--no-mirror", default=None, help="Add x-flipped copies of the images.")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Train until this many thousand real images.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch size.")
+@click.option("--gamma", type=click.FloatRange(min=0), default=None, help="R1 weight.")
+@click.option("--snap", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Checkpoint and fakes grid every N kimg.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialisation and every draw.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="auto = cuda when available [default: auto]; CPU runs in float32.")
+@click.option("--resume", default=None, metavar="latest|PATH",
+              help="Continue from the newest checkpoint under --outdir, a run folder or a checkpoint file.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and G/D parameter counts, then exit.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set augment.mode=none (repeatable; wins over flags).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@friendly_errors
+def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool | None, mirror: bool | None,
+              kimg: float | None, batch: int | None, gamma: float | None, snap: float | None, seed: int | None,
+              device: str | None, resume: str | None, dry_run: bool, overrides: tuple[str, ...],
+              progress: bool) -> None:
+    """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/)."""
+    import json
+    from pathlib import Path
+
+    from gan import train as T
+    from gan.checkpoint import load_checkpoint, new_run_dir, resolve_resume
+
+    resume_path = resolve_resume(resume, outdir) if resume else None
+    base = None
+    if resume_path is not None and config_path is None:
+        base = load_checkpoint(resume_path)["config"]
+    flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
+             "train.batch": batch, "loss.r1_gamma": gamma, "train.snap_kimg": snap, "train.seed": seed,
+             "train.device": device}
+    sets = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
+    if base is None and config_path is None:
+        data_path = data or T.load_run_config(None, sets).data.path
+        base = T.auto_settings(T.open_dataset(T.DataConfig(path=data_path)).resolution)
+    cfg = T.load_run_config(config_path, sets, base=base)
+    if dry_run:
+        click.echo(T.dry_run(cfg), nl=False)
+        return
+    dataset = T.open_dataset(cfg.data)
+    T.check_config(T.resolve_config(cfg, dataset), dataset)  # fail before creating the run folder
+    desc = T.describe(cfg, Path(cfg.data.path).stem) + ("-resume" if resume_path else "")
+    run_dir = new_run_dir(outdir, desc)
+    result = T.train(cfg, run_dir, resume=resume_path, progress=progress)
+    click.echo(f"done: {result['cur_nimg'] / 1000:g} kimg; run folder {run_dir}; last checkpoint "
+               f"{result['checkpoint'].name if result['checkpoint'] else '-'}")
+
+
+# ---------------------------------------------------------------------------- generate
+@main.command("generate")
+@click.option("--network", required=True, type=click.Path(dir_okay=False), help="A checkpoint-*.pt of `mtf-gan train`.")
+@click.option("--seeds", default="0-63", show_default=True, help="Seeds, e.g. 0-63 or 1,5,10-12.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
+              help="Truncation psi (0.7 is typical; 1 = none).")
+@click.option("--class", "class_name", default=None, metavar="NAME|INDEX",
+              help="Class to generate with a conditional network (names come from the checkpoint).")
+@click.option("--noise", "noise_mode", type=click.Choice(["const", "random"]), default="const", show_default=True,
+              help="Noise inputs: the stored constant draw or a draw from the seed.")
+@click.option("--grid", is_flag=True, help="Write one grid.png instead of one PNG per seed.")
+@click.option("--interpolate", "interpolate_steps", type=click.IntRange(min=0), default=0,
+              help="Also write an N-frame W-space interpolation strip per consecutive seed pair.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@friendly_errors
+def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: str | None, noise_mode: str,
+                 grid: bool, interpolate_steps: int, outdir: str, device: str) -> None:
+    """Draw images from a checkpoint's EMA generator."""
+    from gan.generate import generate, parse_seeds
+    from gan.train import pick_device
+
+    written = generate(network, parse_seeds(seeds), outdir, truncation_psi=truncation_psi, class_name=class_name,
+                       noise_mode=noise_mode, grid=grid, interpolate_steps=interpolate_steps,
+                       device=pick_device(device))
+    click.echo(f"wrote {len(written)} PNG file(s) to {outdir}")

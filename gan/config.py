@@ -66,7 +66,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to the annotated type ``tp``, or raise ConfigError.
 
     Only lossless conversions are made: an int where a float is expected, a list where
-    a tuple is expected. A string is never parsed into a number here: YAML (and the
+    a tuple is expected, and a float written as ``1e-4`` (which YAML 1.1 leaves a string)
+    where a float is expected. Other strings are never parsed into numbers: YAML (and the
     ``--set`` parser, which uses YAML) already did that.
     """
     origin = typing.get_origin(tp)
@@ -128,6 +129,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; users type exactly that.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise bad
     if tp is str:
         if isinstance(value, str):

@@ -25,6 +25,9 @@ os.environ.setdefault("MTF_EXTENSIONS_DIR", str(REPO / ".cache" / "extensions"))
 SYNTH_RES = 32
 NONCURATED_PEOPLE, NONCURATED_PER_PERSON = 12, 8
 CURATED_PEOPLE, CURATED_PER_PERSON = 16, 10
+#: The GAN demo preset and its length (500 steps of 8, about a minute on one CPU thread).
+DEMO_GAN_CONFIG = REPO / "configs" / "gan" / "demo.yaml"
+DEMO_GAN_KIMG = 4.0
 
 
 def shared_dir() -> Path:
@@ -75,3 +78,19 @@ def prepared_archive(synthetic_noncurated, tmp_path_factory) -> Path:
 def ext_dir() -> str:
     """The compiled-ops cache folder shared by every test (``$MTF_EXTENSIONS_DIR``)."""
     return os.environ["MTF_EXTENSIONS_DIR"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, prepared_archive) -> dict:
+    """The demo GAN preset trained once per session on ``prepared_archive``, conditional on
+    gender: ``{"run_dir", "checkpoint", "cfg", "archive"}``. Read-only for tests."""
+    import json
+
+    from gan.train import load_run_config, train
+
+    run_dir = tmp_path_factory.mktemp("demo-run") / "00000-demo"
+    cfg = load_run_config(DEMO_GAN_CONFIG, [f"data.path={json.dumps(str(prepared_archive))}", "data.cond=true"])
+    assert cfg.train.kimg == DEMO_GAN_KIMG and cfg.train.snap_kimg == 1.0 and cfg.train.tick_kimg == 0.2
+    assert cfg.train.threads == 1  # the preset runs on one thread, as resume exactness needs
+    result = train(cfg, run_dir, progress=False, console=False)
+    return {"run_dir": run_dir, "checkpoint": result["checkpoint"], "cfg": cfg, "archive": prepared_archive}

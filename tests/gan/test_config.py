@@ -58,6 +58,10 @@ def test_yaml_overrides_defaults_and_set_overrides_yaml(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(Run, overrides=["kimg=3"]).kimg == 3.0
+    # YAML 1.1 reads 1e-4 (no dot) as a string; it is still a float to us.
+    assert load_config(Run, overrides=["opt.lr=1e-4"]).opt.lr == 1e-4
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config(Run, overrides=["opt.lr=fast"])
     with pytest.raises(ConfigError, match=r"'batch': expected int, got 1\.5"):
         load_config(Run, overrides=["batch=1.5"])
 

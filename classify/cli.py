@@ -1,0 +1,188 @@
+"""``mtf-classify``: a thin click shell over :mod:`classify.train` and :mod:`classify.evaluate`.
+
+Each command parses options, calls one plain function and prints where the results went.
+User-fixable errors print without a traceback (exit 1; 2 for bad options and for missing
+ImageNet weights, which this tool never downloads).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from gan.cli import friendly_errors
+from gan.util import ensure_venv_bin_on_path
+
+
+class _MissingWeights(click.ClickException):
+    """Printed like any click error, but exit status 2 (as the issue asks)."""
+
+    exit_code = 2
+
+
+def _weights_exit2(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from classify.models import WeightsMissing
+
+        try:
+            return fn(*args, **kwargs)
+        except WeightsMissing as exc:
+            raise _MissingWeights(str(exc)) from None
+
+    return wrapper
+
+
+def _task_names() -> list[str]:
+    from classify.dataset import TASKS
+
+    return list(TASKS)
+
+
+def _model_names() -> list[str]:
+    from classify.models import MODELS
+
+    return list(MODELS)
+
+
+_DATA = click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Root of the curated MTF trees (<task>/{train,val,test}/<class>/*) or one task folder.")
+_DEVICE = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+_CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                      help="Where decoded images are cached [default: $MTF_CACHE_DIR or ~/.cache/mtf-faces/classify].")
+_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a recipe key, e.g. --set train.epochs=20 (repeatable; unknown keys are errors).")
+_RECIPE = click.option("--recipe", default=None, metavar="NAME|FILE.yaml",
+                       help="Preset (notebook, improved, demo: configs/classify/) or a YAML file [default: notebook].")
+_PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+_THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for torch (torch.set_num_threads) [default: torch's choice]. "
+                             "1 is often fastest for the tiny demo model on a busy machine.")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mtf-faces")
+def main() -> None:
+    """mtf-classify: classifier baselines on the curated MTF set (gender, race, age, face recognition)."""
+    ensure_venv_bin_on_path()
+
+
+@main.command("train")
+@_DATA
+@click.option("--task", required=True, help="gender, race, age or face_recognition (folder spellings accepted).")
+@click.option("--model", required=True, type=click.Choice(_model_names()), help="Registry model.")
+@_RECIPE
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Run folder to create (must be new or empty unless --resume).")
+@_SET
+@_DEVICE
+@click.option("--resume", is_flag=True, help="Continue the run in --outdir from its last.pt.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="ImageNet weights file for --model [default: torch's cache, never downloaded].")
+@_CACHE
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
+@_PROGRESS
+@_THREADS
+@friendly_errors
+@_weights_exit2
+def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str, overrides: tuple[str, ...],
+              device: str, resume: bool, weights: str | None, cache_dir: str | None, dry_run: bool,
+              progress: bool, threads: int | None) -> None:
+    """Train MODEL on one TASK with a recipe; test the best checkpoint and write the metrics."""
+    from classify.train import load_recipe, train
+    from gan.config import dump_config
+
+    rec = load_recipe(recipe or "notebook", overrides)
+    if dry_run:
+        click.echo(dump_config(rec), nl=False)
+        return
+    _set_threads(threads)
+    m = train(data, task, model, rec, outdir, device=device, resume=resume, weights=weights,
+              cache_dir=cache_dir, progress=progress)
+    lo, hi = m["accuracy_ci95"]
+    click.echo(f"{m['task']} / {m['model']}: test accuracy {m['accuracy']:.2%} (95% CI {lo:.1%}-{hi:.1%}), "
+               f"macro F1 {m['macro_f1']:.3f}; run folder {m['run_dir']}")
+
+
+@main.command("evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="best.pt or last.pt of a run.")
+@_DATA
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--outdir", type=click.Path(file_okay=False), default=None,
+              help="Where to write metrics.json, per_class.csv, confusion.png [default: the checkpoint's folder].")
+@_DEVICE
+@_CACHE
+@_THREADS
+@friendly_errors
+def evaluate_cmd(checkpoint: str, data: str, split: str, outdir: str | None, device: str,
+                 cache_dir: str | None, threads: int | None) -> None:
+    """Test a trained checkpoint on a split of a task tree (classes matched through the aliases)."""
+    _set_threads(threads)
+    from classify.evaluate import evaluate, format_metrics
+
+    m = evaluate(checkpoint, data, outdir=outdir, split=split, device=device, cache_dir=cache_dir,
+                 log=click.echo)
+    click.echo(f"{m['task']} / {m['model']} ({split}): " + format_metrics(m))
+
+
+@main.command("baselines")
+@_DATA
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="Grid folder: <outdir>/<task>/<model>/ runs, results.csv, results.md.")
+@click.option("--models", default=None, metavar="M1,M2",
+              help="Comma-separated registry models [default: convnext_base,resnet50,vgg16,efficientnet_b7,"
+                   "mobilenet_v3_large].")
+@click.option("--tasks", default=None, metavar="T1,T2",
+              help="Comma-separated tasks [default: gender,race,age,face_recognition].")
+@_RECIPE
+@_SET
+@_DEVICE
+@_CACHE
+@_PROGRESS
+@_THREADS
+@friendly_errors
+@_weights_exit2
+def baselines_cmd(data: str, outdir: str, models: str | None, tasks: str | None, recipe: str | None,
+                  overrides: tuple[str, ...], device: str, cache_dir: str | None, progress: bool,
+                  threads: int | None) -> None:
+    """Train and test the models x tasks grid (finished cells are skipped); write results.csv/.md."""
+    from classify.dataset import TASKS
+    from classify.models import MODELS, PAPER_MODELS
+    from classify.train import baselines
+
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(PAPER_MODELS)
+    bad = [m for m in model_list if m not in MODELS]
+    if bad:
+        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}",
+                                 param_hint="--models")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else list(TASKS)
+    _set_threads(threads)
+    baselines(data, outdir, model_list, task_list, recipe or "notebook", overrides, device=device,
+              cache_dir=cache_dir, progress=progress, echo=click.echo)
+    click.echo(Path(outdir, "results.md").read_text(encoding="utf-8").rstrip())
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """List the registry: name, ImageNet weights file, description."""
+    from classify.models import MODELS, weights_file
+
+    for name, spec in MODELS.items():
+        wf = weights_file(name)
+        have = "-" if wf is None else (f"{wf.name} (cached)" if wf.is_file() else f"{wf.name} (not cached)")
+        click.echo(f"{name:<20} {have:<45} {spec.description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Checkpoints as plain data, written atomically; numbered run folders; the generator loader.
+
+A checkpoint is a dict of state dicts and plain values (house rule 9)::
+
+    {"format": 1, "config": {...resolved run config as a plain dict...},
+     "cur_nimg": int, "batch_idx": int, "class_names": [...] | None,
+     "G": sd, "D": sd, "G_ema": sd, "G_opt": sd, "D_opt": sd,
+     "augment_p": float, "ada_stats": {...}, "pl_mean": tensor, "stats": {...last tick...}}
+
+No code is pickled (unlike the published ``network-snapshot-*.pkl``), so a checkpoint
+loads with ``torch.load(weights_only=True)`` on any later version of this package and
+cannot run code on load. It is written to a temporary file beside its final name and
+``os.replace``d (:func:`gan.util.atomic_path`): a run killed mid-write leaves the
+previous checkpoint untouched and no half-written file under a checkpoint name.
+
+Run folders are ``OUTDIR/00000-<desc>/``, numbered one past the highest existing
+number; nothing that exists is ever overwritten (``mkdir(exist_ok=False)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from gan.util import UserError, atomic_path
+
+__all__ = [
+    "FORMAT",
+    "new_run_dir",
+    "checkpoint_name",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "load_latest",
+    "resolve_resume",
+    "load_generator",
+]
+
+FORMAT = 1
+_RUN_RE = re.compile(r"^(\d{5,})-")
+_CKPT_RE = re.compile(r"^checkpoint-(\d+(?:\.\d+)?)\.pt$")
+log = logging.getLogger("gan")
+
+
+# ----------------------------------------------------------------------------
+# Run folders.
+
+
+def new_run_dir(outdir: str | Path, desc: str) -> Path:
+    """Create and return ``outdir/NNNNN-desc`` with NNNNN one past the highest existing number."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"--outdir {outdir} is a file; pass a folder (it is created if missing)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    desc = re.sub(r"[^A-Za-z0-9._-]+", "-", desc).strip("-") or "run"
+    while True:
+        ids = [int(m.group(1)) for p in outdir.iterdir() if (m := _RUN_RE.match(p.name))]
+        run_dir = outdir / f"{max(ids, default=-1) + 1:05d}-{desc}"
+        try:
+            run_dir.mkdir(exist_ok=False)  # another process may take the same number: retry
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def checkpoint_name(cur_nimg: int) -> str:
+    """``checkpoint-000400.pt`` at whole kimg, ``checkpoint-000000.096.pt`` in between."""
+    if cur_nimg % 1000 == 0:
+        return f"checkpoint-{cur_nimg // 1000:06d}.pt"
+    return f"checkpoint-{cur_nimg / 1000:010.3f}.pt"
+
+
+# ----------------------------------------------------------------------------
+# Save and load.
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plain data and tensors) to ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    state = {"format": FORMAT, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; errors name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a checkpoint-*.pt written by `mtf-gan train`")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a torch file, pickled code
+        raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                        f"it may be incomplete or not written by `mtf-gan train`: pass another one") from None
+    if not isinstance(state, dict) or "G_ema" not in state or "config" not in state:
+        raise UserError(f"checkpoint {path} is not an mtf-gan training checkpoint (no G_ema/config); "
+                        f"published .pkl snapshots are imported with gan.convert")
+    if int(state.get("format", 0)) > FORMAT:
+        raise UserError(f"checkpoint {path} has format {state['format']}, newer than this package reads "
+                        f"({FORMAT}); upgrade mtf-faces")
+    return state
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[float, Path]]:
+    """``[(kimg, path)]`` of the ``checkpoint-*.pt`` files in ``run_dir``, oldest first.
+
+    Temporary files of interrupted writes (``.checkpoint-*.tmp-*``) never match.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(float(m.group(1)), p) for p in run_dir.iterdir() if (m := _CKPT_RE.match(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu"
+                ) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest checkpoint of ``run_dir`` that loads, as ``(path, state)``; None if there is none.
+
+    A checkpoint that does not load (copied half-way, disk full) is skipped with a warning
+    and the one before it is used.
+    """
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except UserError as exc:
+            log.warning("skipping %s", exc)
+    return None
+
+
+def resolve_resume(spec: str, outdir: Optional[str | Path] = None) -> Path:
+    """``--resume`` -> a checkpoint file.
+
+    ``latest``: the newest loadable checkpoint of the highest-numbered run folder in
+    ``outdir`` that has one; a folder: its newest loadable checkpoint; a file: itself.
+    """
+    if spec == "latest":
+        if outdir is None or not Path(outdir).is_dir():
+            raise UserError(f"--resume latest: --outdir {outdir} has no run folders; start a run first "
+                            f"or pass --resume PATH to a checkpoint")
+        runs = sorted((int(m.group(1)), p) for p in Path(outdir).iterdir()
+                      if (m := _RUN_RE.match(p.name)) and p.is_dir())
+        for _, run in reversed(runs):
+            found = load_latest(run)
+            if found is not None:
+                return found[0]
+        raise UserError(f"--resume latest: no run folder in {outdir} holds a loadable checkpoint-*.pt; "
+                        f"start a run without --resume")
+    path = Path(spec)
+    if path.is_dir():
+        found = load_latest(path)
+        if found is None:
+            raise UserError(f"--resume {path}: the folder holds no loadable checkpoint-*.pt")
+        return found[0]
+    if not path.is_file():
+        raise UserError(f"--resume {spec}: no such file or folder; pass 'latest', a run folder or a checkpoint-*.pt")
+    return path
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The EMA generator of a checkpoint, in eval mode, float32, on ``device``.
+
+    Everything downstream (generation, FID, attribute scoring) uses this. The network
+    is rebuilt from the config stored in the checkpoint; ``G.class_names`` holds the
+    class names of a conditional run (None otherwise).
+    """
+    from gan.config import ConfigError, from_dict
+    from gan.networks import NetworkConfig, build_generator
+
+    state = load_checkpoint(path)
+    try:
+        net_cfg = from_dict(NetworkConfig, state["config"]["network"], prefix="network.")
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise UserError(f"checkpoint {path}: its config has no usable 'network' section ({exc})") from None
+    G = build_generator(net_cfg)
+    G.load_state_dict(state["G_ema"])
+    G.class_names = state.get("class_names")
+    G.cur_nimg = int(state.get("cur_nimg", 0))
+    return G.eval().requires_grad_(False).to(device=device, dtype=torch.float32)

@@ -1,0 +1,310 @@
+"""StyleGAN2-ADA losses: non-saturating logistic loss, lazy R1, path-length regularization.
+
+One call, :meth:`StyleGAN2Loss.accumulate_gradients`, per training *phase*:
+
+==========  ============================================================  ==================
+phase       what                                                          how often
+==========  ============================================================  ==================
+``Gmain``   ``softplus(-D(G(z)))`` (Goodfellow et al. 2014, the           every step
+            non-saturating loss)
+``Greg``    path-length penalty ``w_pl (|J_w^T y|_2 - a)^2``              every ``pl_interval`` (4)
+            (Karras et al. 2020, StyleGAN2, eq. 4), batch / ``pl_batch_shrink``
+``Dmain``   ``softplus(D(G(z))) + softplus(-D(x))``                       every step
+``Dreg``    R1 ``gamma/2 |grad_x D(x)|^2`` on reals (Mescheder et al.     every ``r1_interval`` (16)
+            2018, eq. 9)
+==========  ============================================================  ==================
+
+Regularization is *lazy* (StyleGAN2, sec. 3.1): a regularization phase runs every k steps
+with its loss multiplied by k (``gain``), and the optimizer's learning rate and betas
+are raised to the power ``k / (k + 1)`` to make up for the extra steps
+(:func:`lazy_adam`). Style mixing (StyleGAN, sec. 3.1) with probability 0.9 switches
+to a second latent from a random layer on.
+
+Randomness. A step's draws do not come from a global RNG that would have to be saved
+and restored: :class:`StepRandom` derives a fresh ``torch.Generator`` for every
+``(seed, cur_nimg, phase, stream)``, draws the values of the whole *global* batch on
+the CPU (so CPU and GPU runs draw the same numbers) and hands each rank its rows.
+z, labels, mixing cutoffs and latents, augmentation parameters and path-length noise
+are all drawn that way, so a resumed run, or the same run on another number of
+ranks, sees the same numbers. The per-pixel noise inputs of the synthesis network are
+drawn inside the network from the global RNG; :meth:`StepRandom.noise_rng` seeds it
+from ``(seed, cur_nimg, phase, rank)`` for the duration of the forward pass, which is
+exact for one rank and for resume, but gives other noise for another world size (a
+``noise`` argument of the synthesis network would fix that; see the scale-out issue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+from typing import Iterator, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from gan import monitor
+
+__all__ = ["LossConfig", "StepRandom", "StyleGAN2Loss", "lazy_adam", "nan_to_num_grads", "PHASES"]
+
+Phase = Literal["Gmain", "Greg", "Dmain", "Dreg"]
+PHASES: tuple[Phase, ...] = ("Gmain", "Greg", "Dmain", "Dreg")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss weights and lazy-regularization intervals (StyleGAN2-ADA defaults except ``r1_gamma``,
+    which the presets set with the published rule ``0.0002 res^2 / batch``)."""
+
+    r1_gamma: float = 10.0          # R1 weight gamma (penalty gamma/2 |grad|^2); 0 disables Dreg
+    r1_interval: int = 16           # lazy R1: every N steps, gain N
+    pl_weight: float = 2.0          # path-length weight; 0 disables Greg
+    pl_interval: int = 4            # lazy path length: every N steps, gain N
+    pl_batch_shrink: int = 2        # Greg runs on batch / N samples
+    pl_decay: float = 0.01          # running mean a of path lengths: a <- a + decay (mean - a)
+    style_mixing_prob: float = 0.9  # probability of mixing two latents in a batch
+
+    def __post_init__(self) -> None:
+        for k in ("r1_gamma", "pl_weight"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"loss.{k}={getattr(self, k)} must be >= 0")
+        for k in ("r1_interval", "pl_interval", "pl_batch_shrink"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"loss.{k}={getattr(self, k)} must be >= 1")
+        if not 0 <= self.pl_decay <= 1:
+            raise ValueError(f"loss.pl_decay={self.pl_decay} must lie in [0, 1]")
+        if not 0 <= self.style_mixing_prob <= 1:
+            raise ValueError(f"loss.style_mixing_prob={self.style_mixing_prob} is not a probability")
+
+
+# ----------------------------------------------------------------------------
+# Optimizers.
+
+
+def lazy_adam(params, lr: float, betas: tuple[float, float], eps: float, reg_interval: Optional[int]
+              ) -> torch.optim.Adam:
+    """Adam corrected for lazy regularization: ``lr * r`` and ``beta ** r`` with ``r = k / (k + 1)``.
+
+    StyleGAN2 appendix B: with a regularization step every k main steps, the optimizer
+    takes k + 1 steps where k were planned. Betas are passed as a tuple of floats
+    (torch 2.14 rejects a list).
+    """
+    r = 1.0 if not reg_interval else reg_interval / (reg_interval + 1)
+    return torch.optim.Adam(params, lr=lr * r, betas=(float(betas[0] ** r), float(betas[1] ** r)), eps=eps)
+
+
+@torch.no_grad()
+def nan_to_num_grads(module: torch.nn.Module) -> None:
+    """In place: NaN gradients -> 0, +-inf -> +-1e5 (as the published training loop does),
+    so one bad sample cannot poison Adam's moments; the trainer still stops on a
+    non-finite *loss* at the next tick."""
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+
+# ----------------------------------------------------------------------------
+# Stateless randomness.
+
+
+class StepRandom:
+    """Random draws of one training step as pure functions of ``(seed, cur_nimg, phase, stream)``.
+
+    Every method draws for the *global* batch on the CPU and returns this rank's rows
+    ``[rank * n, (rank + 1) * n)`` on ``device``, with ``n = global_batch // world_size``.
+    """
+
+    def __init__(self, seed: int, cur_nimg: int, phase: str, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1):
+        self.seed, self.cur_nimg, self.phase = int(seed), int(cur_nimg), phase
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+
+    def stream_seed(self, stream: str, rank: Optional[int] = None) -> int:
+        """A 63-bit seed from a hash of (seed, cur_nimg, phase, stream[, rank]); stable across
+        Python processes and versions (unlike ``hash()``)."""
+        key = f"{self.seed}/{self.cur_nimg}/{self.phase}/{stream}" + ("" if rank is None else f"/{rank}")
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+    def generator(self, stream: str) -> torch.Generator:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.stream_seed(stream))
+        return g
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0] // self.world_size
+        return x[self.rank * n:(self.rank + 1) * n].to(self.device)
+
+    def randn(self, stream: str, global_shape: list[int]) -> torch.Tensor:
+        """N(0, 1) ``[global_shape[0] // world, *global_shape[1:]]`` (this rank's rows)."""
+        return self._rows(torch.randn(global_shape, generator=self.generator(stream)))
+
+    def randint(self, stream: str, high: int, global_batch: int) -> torch.Tensor:
+        """Uniform integers in ``[0, high)``, ``[global_batch // world]`` int64 (this rank's rows)."""
+        return self._rows(torch.randint(high, [global_batch], generator=self.generator(stream)))
+
+    def uniform_scalar(self, stream: str) -> float:
+        """One U[0, 1) float shared by all ranks (e.g. whether to mix styles in this batch)."""
+        return float(torch.rand([], generator=self.generator(stream)))
+
+    def augment_params(self, stream: str, global_batch: int):
+        """This rank's rows of :meth:`gan.augment.AugmentPipe.sample_params` for the global batch."""
+        from gan.augment import AugmentPipe
+
+        params = AugmentPipe.sample_params(global_batch, self.generator(stream))
+        n = global_batch // self.world_size
+        return params[self.rank * n:(self.rank + 1) * n]
+
+    @contextlib.contextmanager
+    def noise_rng(self, stream: str = "noise") -> Iterator[None]:
+        """Seed the global RNG (CPU and the current CUDA device) from this step for the block,
+        then restore it, so the synthesis network's noise inputs are reproducible."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            seed = self.stream_seed(stream, rank=self.rank)
+            torch.manual_seed(seed)
+            yield
+
+
+# ----------------------------------------------------------------------------
+# The loss.
+
+
+class StyleGAN2Loss:
+    """Gradients of the four phases for a generator ``G`` and discriminator ``D``.
+
+    ``augment_pipe`` (an :class:`gan.augment.AugmentPipe` or None) is applied to every
+    image D sees, real or generated (ADA); its parameters come from :class:`StepRandom`.
+    ``pl_mean`` (a float32 scalar tensor on G's device) is the running mean ``a`` of
+    path lengths, saved in checkpoints.
+    """
+
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: LossConfig,
+                 augment_pipe: Optional[torch.nn.Module] = None, device: torch.device | str = "cpu"):
+        self.G, self.D, self.cfg, self.augment_pipe = G, D, cfg, augment_pipe
+        self.device = torch.device(device)
+        self.pl_mean = torch.zeros([], device=self.device)
+
+    # -- forward passes
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, rnd: StepRandom, global_batch: int,
+              update_w_avg: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z`` ``[n, z_dim]``, ``c`` ``[n, c_dim]`` -> (img ``[n, C, R, R]``, ws ``[n, num_ws, w_dim]``).
+
+        Style mixing: with probability ``style_mixing_prob``, layers from a random cutoff
+        in ``[1, num_ws)`` on take the ws of a second latent (one cutoff per batch, as
+        published). ``w_avg`` is not updated by the second latent.
+        """
+        G = self.G
+        ws = G.mapping(z, c, update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
+        if self.cfg.style_mixing_prob > 0 and rnd.uniform_scalar("mix_gate") < self.cfg.style_mixing_prob:
+            num_ws = ws.shape[1]
+            cutoff = int(torch.randint(1, num_ws, [], generator=rnd.generator("mix_cutoff"))) if num_ws > 1 else num_ws
+            z2 = rnd.randn("mix_z", [global_batch, z.shape[1]])  # [n, z_dim]
+            ws2 = G.mapping(z2, c, update_w_avg=False)  # [n, num_ws, w_dim]
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)  # [n, num_ws, w_dim]
+        with rnd.noise_rng():
+            img = G.synthesis(ws)  # [n, C, R, R]
+        return img, ws
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, rnd: StepRandom, stream: str,
+              global_batch: int) -> torch.Tensor:
+        """``img`` ``[n, C, R, R]`` -> logits ``[n, 1]``, through the augment pipe when ``p > 0``."""
+        pipe = self.augment_pipe
+        if pipe is not None and pipe.p > 0:
+            img = pipe.apply(img, rnd.augment_params(stream, global_batch))
+        return self.D(img, c)
+
+    # -- the phases
+    def gen_labels(self, label_table: torch.Tensor, rnd: StepRandom, global_batch: int) -> torch.Tensor:
+        """Labels to generate: rows of ``label_table`` ``[num_images, c_dim]`` drawn uniformly,
+        so classes are generated as often as they occur in the data (as published)."""
+        idx = rnd.randint("c", label_table.shape[0], global_batch)  # [n]
+        return label_table[idx.to(label_table.device)]  # [n, c_dim]
+
+    def accumulate_gradients(self, phase: Phase, real_img: torch.Tensor, real_c: torch.Tensor,
+                             label_table: torch.Tensor, rnd: StepRandom, global_batch: int, gain: float = 1.0
+                             ) -> dict[str, torch.Tensor]:
+        """Backpropagate the loss of ``phase`` (scaled by ``gain``) into the parameters' ``.grad``.
+
+        Args:
+            real_img: ``[n, C, R, R]`` float32 in [-1, 1], this rank's reals.
+            real_c: ``[n, c_dim]`` their labels.
+            label_table: ``[num_images, c_dim]`` the data set's labels (``[num_images, 0]``
+                when unconditional); generated labels are drawn from its rows.
+            rnd: the step's :class:`StepRandom` for this phase.
+            global_batch: the batch over all ranks (``n * world_size``).
+            gain: the lazy-regularization interval for reg phases, 1 otherwise.
+
+        Returns the phase's detached loss terms (for the trainer's non-finite guard);
+        everything is also sent to :func:`gan.monitor.report`.
+        """
+        cfg = self.cfg
+        z_dim = self.G.z_dim
+        out: dict[str, torch.Tensor] = {}
+
+        if phase == "Gmain":
+            gen_c = self.gen_labels(label_table, rnd, global_batch)  # [n, c_dim]
+            z = rnd.randn("z", [global_batch, z_dim])  # [n, z_dim]
+            img, _ = self.run_G(z, gen_c, rnd, global_batch)
+            logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch)  # [n, 1]
+            loss = F.softplus(-logits)  # [n, 1]  -log sigmoid(D(G(z)))
+            monitor.report("Loss/scores/fake", logits)
+            monitor.report("Loss/signs/fake", logits.sign())
+            monitor.report("Loss/G/main", loss)
+            loss.mean().mul(gain).backward()
+            out["Loss/G/main"] = loss.detach().mean()
+
+        elif phase == "Greg":
+            shrink = cfg.pl_batch_shrink
+            gb = global_batch // shrink
+            gen_c = self.gen_labels(label_table, rnd, gb)  # [n / shrink, c_dim]
+            z = rnd.randn("z", [gb, z_dim])  # [n / shrink, z_dim]
+            img, ws = self.run_G(z, gen_c, rnd, gb)  # [m, C, R, R], [m, num_ws, w_dim]
+            # y ~ N(0, I) / sqrt(H W): the expected |J^T y| does not depend on the resolution.
+            pl_noise = rnd.randn("pl_noise", [gb, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
+            (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=True)
+            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()  # [m]  |J_w^T y|, averaged over the ws
+            pl_mean = self.pl_mean.lerp(pl_lengths.mean().detach(), cfg.pl_decay)  # a <- a + decay (mean - a)
+            self.pl_mean.copy_(pl_mean)
+            penalty = (pl_lengths - pl_mean).square()  # [m]
+            loss = penalty * cfg.pl_weight
+            monitor.report("Loss/G/pl_length", pl_lengths)
+            monitor.report("Loss/G/pl_penalty", penalty)
+            monitor.report("Loss/G/pl", loss)
+            # img[:, 0, 0, 0] * 0 keeps every synthesis parameter in the graph (as published).
+            (img[:, 0, 0, 0] * 0 + loss).mean().mul(gain).backward()
+            out["Loss/G/pl"] = loss.detach().mean()
+
+        elif phase == "Dmain":
+            gen_c = self.gen_labels(label_table, rnd, global_batch)
+            z = rnd.randn("z", [global_batch, z_dim])
+            with torch.no_grad():
+                img, _ = self.run_G(z, gen_c, rnd, global_batch)
+            gen_logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch)  # [n, 1]
+            loss_gen = F.softplus(gen_logits)  # -log(1 - sigmoid(D(G(z))))
+            loss_gen.mean().mul(gain).backward()
+            real_logits = self.run_D(real_img.detach(), real_c, rnd, "aug_real", global_batch)  # [n, 1]
+            loss_real = F.softplus(-real_logits)  # -log sigmoid(D(x))
+            loss_real.mean().mul(gain).backward()
+            monitor.report("Loss/scores/fake", gen_logits)
+            monitor.report("Loss/scores/real", real_logits)
+            monitor.report("Loss/signs/real", real_logits.sign())
+            monitor.report("Loss/D/main", loss_gen + loss_real)
+            out["Loss/D/main"] = (loss_gen + loss_real).detach().mean()
+            out["real_logits"] = real_logits.detach()
+
+        elif phase == "Dreg":
+            real = real_img.detach().requires_grad_(True)
+            logits = self.run_D(real, real_c, rnd, "aug_real", global_batch)  # [n, 1]
+            (r1_grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
+            penalty = r1_grads.square().sum([1, 2, 3])  # [n]  |grad_x D(x)|^2
+            loss = penalty * (cfg.r1_gamma / 2)
+            monitor.report("Loss/D/r1_penalty", penalty)
+            monitor.report("Loss/D/r1", loss)
+            (logits[:, 0] * 0 + loss).mean().mul(gain).backward()
+            out["Loss/D/r1"] = loss.detach().mean()
+
+        else:
+            raise ValueError(f"accumulate_gradients: unknown phase {phase!r}; one of {', '.join(PHASES)}")
+        return out

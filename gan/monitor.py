@@ -1,0 +1,175 @@
+"""What a training run tells the world: scalars through ``report()``, text through ``logging``.
+
+Two kinds of log, kept apart (house rule 10):
+
+* **Scalars** go through one sink, :func:`report` (or :meth:`Monitor.report`), under
+  hierarchical names (``Loss/G/main``, ``Loss/D/r1``, ``Progress/kimg``,
+  ``Timing/sec_per_kimg``). Values are accumulated as detached tensors where they live
+  (no GPU sync per step) and reduced once per tick by :meth:`Monitor.flush`, which
+  writes one JSON line per tick to ``stats.jsonl`` (``{name: {"num", "mean", "std"}}``,
+  the published StyleGAN2-ADA layout, plus ``timestamp``) and the means to TensorBoard.
+  Images (fakes grids) go to TensorBoard with :meth:`Monitor.image`.
+* **Text** goes through the ``logging`` logger ``"gan"``: rank 0 logs to the console and
+  to ``log.txt``; other ranks get a null logger, so code never asks "am I rank 0?".
+
+The module-level :func:`report` forwards to the monitor opened most recently with
+``with Monitor(...)``, and does nothing when none is open (so the loss can report
+from a notebook or a test without any setup). It is the only module-level state here
+and it is reset when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["Monitor", "report", "setup_logging", "close_logging", "LOGGER_NAME"]
+
+LOGGER_NAME = "gan"
+
+_active: list["Monitor"] = []  # stack of open monitors; report() writes to the top one
+
+
+def report(name: str, value: Any) -> None:
+    """Add ``value`` (a number or a tensor of any shape: each element counts) under ``name``.
+
+    Forwards to the innermost open :class:`Monitor`; a no-op when none is open.
+    """
+    if _active:
+        _active[-1].report(name, value)
+
+
+# ----------------------------------------------------------------------------
+# Text logging.
+
+
+def setup_logging(run_dir: Optional[str | Path], rank: int = 0, console: bool = True) -> logging.Logger:
+    """Configure the ``"gan"`` logger: console + ``run_dir/log.txt`` on rank 0, nothing elsewhere.
+
+    Handlers from a previous run in the same process are removed first, so a notebook or
+    a test that trains twice does not log twice.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    close_logging()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if rank != 0:
+        logger.addHandler(logging.NullHandler())
+        return logger
+    if console:
+        sh = logging.StreamHandler(sys.stdout)
+        sh.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(sh)
+    if run_dir is not None:
+        fh = logging.FileHandler(Path(run_dir) / "log.txt", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(fh)
+    return logger
+
+
+def close_logging() -> None:
+    """Remove (and close) every handler of the ``"gan"`` logger."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
+# ----------------------------------------------------------------------------
+# Scalars and images.
+
+
+class Monitor:
+    """Per-tick scalar statistics -> ``stats.jsonl`` + TensorBoard; images -> TensorBoard.
+
+    Args:
+        run_dir: folder for ``stats.jsonl`` and the ``events.out.tfevents.*`` files; None
+            keeps statistics in memory only (``flush`` still returns them).
+        rank: only rank 0 writes files; other ranks accumulate and return.
+        tensorboard: write TensorBoard events (needs the ``tensorboard`` package).
+    """
+
+    def __init__(self, run_dir: Optional[str | Path] = None, rank: int = 0, tensorboard: bool = True):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.rank = rank
+        self._acc: dict[str, torch.Tensor] = {}  # name -> float64 [3]: count, sum, sum of squares
+        self._writer = None
+        self._jsonl = None
+        if self.run_dir is not None and rank == 0:
+            self._jsonl = open(self.run_dir / "stats.jsonl", "a", encoding="utf-8")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.run_dir))
+
+    # -- context: make report() write here
+    def __enter__(self) -> "Monitor":
+        _active.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self in _active:
+            _active.remove(self)
+        self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+    # -- accumulation
+    def report(self, name: str, value: Any) -> None:
+        """Accumulate count, sum and sum of squares of ``value``'s elements (no host sync)."""
+        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        t = t.flatten().to(torch.float64)
+        if t.numel() == 0:
+            return
+        moments = torch.stack([t.new_tensor(float(t.numel())), t.sum(), t.square().sum()])
+        acc = self._acc.get(name)
+        if acc is None or acc.device != moments.device:
+            self._acc[name] = moments if acc is None else acc.to(moments.device) + moments
+        else:
+            acc += moments
+
+    def flush(self, step: int, walltime: Optional[float] = None) -> dict[str, dict[str, float]]:
+        """Reduce what was reported since the last flush, write it, and start afresh.
+
+        ``step`` is the TensorBoard step (the trainer passes ``cur_nimg``). Returns
+        ``{name: {"num", "mean", "std"}}``; non-finite means are kept as NaN/inf (the
+        trainer's guard looks at them), and written to JSON as ``null``.
+        """
+        stats: dict[str, dict[str, float]] = {}
+        for name, acc in sorted(self._acc.items()):
+            n, s, sq = acc.tolist()  # one host sync per name per tick
+            mean = s / n
+            var = max(sq / n - mean * mean, 0.0) if math.isfinite(mean) else float("nan")
+            stats[name] = {"num": n, "mean": mean, "std": math.sqrt(var) if math.isfinite(var) else float("nan")}
+        self._acc.clear()
+        walltime = time.time() if walltime is None else walltime
+        if self._jsonl is not None:
+            line = {k: {kk: (vv if math.isfinite(vv) else None) for kk, vv in v.items()} for k, v in stats.items()}
+            line["timestamp"] = walltime
+            self._jsonl.write(json.dumps(line) + "\n")
+            self._jsonl.flush()
+        if self._writer is not None:
+            for name, v in stats.items():
+                self._writer.add_scalar(name, v["mean"], global_step=step, walltime=walltime)
+            self._writer.flush()
+        return stats
+
+    def image(self, name: str, grid: np.ndarray, step: int) -> None:
+        """Add a ``uint8 [H, W, C]`` image (a fakes grid) to TensorBoard under ``name``."""
+        if self._writer is not None:
+            self._writer.add_image(name, grid, global_step=step, dataformats="HWC")
+            self._writer.flush()

@@ -1,0 +1,608 @@
+"""The StyleGAN2-ADA training loop: phases, EMA, ADA, ticks, snapshots, resume.
+
+``train(cfg, run_dir)`` is a plain function (a test or a notebook calls it directly);
+``mtf-gan train`` is a thin shell around it. One training *step* consumes one global
+batch of reals and runs the phases of :mod:`gan.loss` (``Gmain`` every step, ``Greg``
+every ``pl_interval``, ``Dmain`` every step, ``Dreg`` every ``r1_interval``), each
+followed by ``nan_to_num`` on the gradients and an Adam step; then the EMA generator
+is updated and the ADA controller counts the step (Karras et al. 2020, ADA, sec. 3).
+
+Progress is counted in images (``cur_nimg``; ticks and snapshots in kimg). Every tick
+(``tick_kimg``) the statistics are flushed to ``stats.jsonl`` and TensorBoard and the
+losses are checked for non-finite values (only then: a check every step would force a
+GPU sync); every ``snap_kimg``, and at the end, ``fakes-<kimg>.png`` and
+``checkpoint-<kimg>.pt`` are written.
+
+Exact resume. Nothing random depends on RNG state carried from step to step: every
+draw is a function of ``(seed, cur_nimg, phase)`` (:class:`gan.loss.StepRandom`) and
+the data order comes from :class:`InfiniteSampler` started at ``cur_nimg``. A
+checkpoint holds the networks, both optimizers' moments, the EMA generator, the ADA
+controller, ``pl_mean`` and the counters, so a run resumed from a snapshot continues
+bit-identically on the same device and thread count (``tests/gan/test_train.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+import torch
+
+from gan import monitor
+from gan.augment import AdaController, AugmentConfig, AugmentPipe
+from gan.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
+from gan.config import ConfigError, dump_config, from_dict, save_config, to_dict
+from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+from gan.networks import NetworkConfig, build_discriminator, build_generator, num_parameters
+from gan.util import UserError, atomic_path
+
+__all__ = [
+    "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "InfiniteSampler",
+    "open_dataset", "resolve_config", "check_config", "describe", "dry_run", "train", "pick_device",
+    "images_to_uint8", "make_grid", "TrainingDiverged", "auto_settings", "load_run_config",
+]
+
+log = logging.getLogger(monitor.LOGGER_NAME)
+
+
+# ----------------------------------------------------------------------------
+# Config.
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The training archive (``mtf-gan prepare`` output) and how it is read."""
+
+    path: str = ""          # --data: the prepared zip (or its unzipped folder)
+    cond: bool = False      # --cond: condition G and D on the archive's labels
+    mirror: bool = False    # --mirror: add x-flipped copies (doubles the set)
+    workers: int = 2        # DataLoader worker processes; 0 loads in the main process
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"data.workers={self.workers} must be >= 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam for G and D (StyleGAN2-ADA: lr 0.0025, betas (0, 0.99), eps 1e-8), before the
+    lazy-regularization correction of :func:`gan.loss.lazy_adam`."""
+
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not (self.g_lr > 0 and self.d_lr > 0):
+            raise ValueError(f"optim: learning rates must be > 0, got g_lr={self.g_lr}, d_lr={self.d_lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas={list(self.betas)} must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop: batch, length, schedule of ticks and snapshots, EMA, seed, device."""
+
+    batch: int = 32                     # --batch: global batch (images per step)
+    kimg: float = 25000.0               # --kimg: train until this many thousand real images
+    tick_kimg: float = 4.0              # log, report and check losses every N kimg
+    snap_kimg: float = 200.0            # --snap: fakes grid + checkpoint every N kimg (and at the end)
+    ema_kimg: float = 10.0              # EMA half-life in kimg (published rule: batch * 10 / 32)
+    ema_rampup: Optional[float] = 0.05  # half-life at most this fraction of cur_nimg early on; null = off
+    seed: int = 0                       # --seed: initialisation and every random draw
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tf32: bool = False                  # allow TF32 matmuls/convs on Ampere+ GPUs (published: off)
+    threads: Optional[int] = None       # torch CPU threads; null = torch's default (one per core)
+    grid: tuple[int, int] = (8, 4)      # fakes grid: columns, rows
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"train.batch={self.batch} must be >= 1")
+        for k in ("kimg", "tick_kimg", "snap_kimg"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"train.{k}={getattr(self, k)} must be > 0")
+        if self.ema_kimg < 0:
+            raise ValueError(f"train.ema_kimg={self.ema_kimg} must be >= 0")
+        if self.seed < 0:
+            raise ValueError(f"train.seed={self.seed} must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
+        if min(self.grid) < 1:
+            raise ValueError(f"train.grid={list(self.grid)} needs at least one column and row")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved as ``config.yaml`` and in every checkpoint.
+
+    ``network.img_resolution``, ``img_channels`` and ``c_dim`` follow the data set
+    (:func:`resolve_config`); the values in a preset are placeholders.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the message names the phase and the kimg."""
+
+
+# ----------------------------------------------------------------------------
+# Data.
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Dataset indices for global image positions ``start, start + 1, ...``, forever.
+
+    Position ``i`` is element ``i % n`` of a permutation seeded by ``(seed, i // n)``
+    (a fresh shuffle per epoch), so the data order is a function of the position alone:
+    a run resumed at ``cur_nimg`` reads the images the uninterrupted run would have. With
+    several ranks, rank ``r`` takes rows ``[r b, (r + 1) b)`` of each global batch of
+    ``b * world_size`` positions.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0, batch: int = 1, rank: int = 0, world_size: int = 1):
+        assert n > 0 and batch % world_size == 0
+        self.n, self.seed, self.start = n, seed, start
+        self.batch, self.rank, self.world_size = batch, rank, world_size
+        self._perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
+
+    def _index(self, pos: int) -> int:
+        epoch = pos // self.n
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) & ((1 << 63) - 1))
+            self._perm = (epoch, torch.randperm(self.n, generator=g))
+        return int(self._perm[1][pos % self.n])
+
+    def __iter__(self) -> Iterator[int]:
+        local = self.batch // self.world_size
+        base = self.start
+        while True:
+            for j in range(self.rank * local, (self.rank + 1) * local):
+                yield self._index(base + j)
+            base += self.batch
+
+
+def open_dataset(data: DataConfig):
+    """The :class:`gan.dataset.ImageDataset` of ``data``, with errors that say what to pass."""
+    from gan.dataset import ImageDataset
+
+    if not data.path:
+        raise UserError("no training data: pass --data ARCHIVE.zip (made by `mtf-gan prepare`)")
+    return ImageDataset(data.path, mirror=data.mirror, use_labels=data.cond)
+
+
+def resolve_config(cfg: RunConfig, dataset) -> RunConfig:
+    """Set ``network.img_resolution``, ``img_channels`` and ``c_dim`` from the data set."""
+    res = dataset.resolution
+    if res < 4 or res & (res - 1) or dataset.image_shape[1] != dataset.image_shape[2]:
+        raise UserError(f"dataset {cfg.data.path}: images are {dataset.image_shape[1]}x{dataset.image_shape[2]}; "
+                        f"training needs square images whose side is a power of two >= 4: "
+                        f"prepare it again with `mtf-gan prepare --resolution 64` (or 128, 256)")
+    try:
+        net = dataclasses.replace(cfg.network, img_resolution=res, img_channels=dataset.num_channels,
+                                  c_dim=dataset.label_dim if cfg.data.cond else 0)
+    except (ConfigError, ValueError) as exc:
+        raise UserError(f"network config does not fit the data set {cfg.data.path}: {exc}") from None
+    return dataclasses.replace(cfg, network=net)
+
+
+def check_config(cfg: RunConfig, dataset) -> None:
+    """Guards that fail fast, before any network is built or any file is written."""
+    t, lc = cfg.train, cfg.loss
+    if cfg.data.cond and not dataset.has_labels:
+        raise UserError(f"--cond: {cfg.data.path} has no labels; prepare it with --labels (e.g. "
+                        f"`mtf-gan prepare SRC DEST --labels attributes.csv --label-column gender`) "
+                        f"or train without --cond")
+    if len(dataset) < t.batch:
+        raise UserError(f"dataset {cfg.data.path} has {len(dataset)} images, fewer than --batch {t.batch}; "
+                        f"lower --batch (or add --mirror to double the set)")
+    group = min(cfg.network.mbstd_group_size, t.batch)
+    if t.batch % group:
+        raise UserError(f"--batch {t.batch} is not divisible by the minibatch-std group size {group}; "
+                        f"use a multiple of {group} or --set network.mbstd_group_size=<divisor of the batch>")
+    if lc.pl_weight > 0 and t.batch % lc.pl_batch_shrink:
+        raise UserError(f"--batch {t.batch} is not divisible by loss.pl_batch_shrink={lc.pl_batch_shrink}; "
+                        f"use an even batch or --set loss.pl_batch_shrink=1")
+    if lc.pl_weight > 0:
+        pl_batch = t.batch // lc.pl_batch_shrink
+        if pl_batch < 1:
+            raise UserError(f"--batch {t.batch} is smaller than loss.pl_batch_shrink={lc.pl_batch_shrink}")
+
+
+def describe(cfg: RunConfig, dataset_name: str) -> str:
+    """Run-folder description, e.g. ``mtf-32-cond-batch16-gamma0.0064``."""
+    parts = [dataset_name, "cond" if cfg.data.cond else None, "mirror" if cfg.data.mirror else None,
+             f"batch{cfg.train.batch}", f"gamma{cfg.loss.r1_gamma:g}"]
+    return "-".join(p for p in parts if p)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------
+# Images.
+
+
+def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, C, H, W]`` (the published mapping)."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, cols: int, rows: int) -> np.ndarray:
+    """uint8 ``[cols * rows, C, H, W]`` -> uint8 ``[rows H, cols W, 3]`` (grayscale repeated)."""
+    n, c, h, w = images.shape
+    assert n == cols * rows, (n, cols, rows)
+    x = images.cpu().reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
+    if c == 1:
+        x = x.repeat(1, 1, 3)
+    return x.numpy()
+
+
+def _save_png(path: Path, grid: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid, "RGB").save(tmp, format="PNG")
+
+
+def _grid_setup(dataset, cfg: RunConfig, device: torch.device):
+    """Reals for ``reals.png`` and the fixed z, c of every fakes grid.
+
+    Conditional runs give each row one label (cycling through the distinct labels of the
+    data), so the grid shows what each class looks like.
+    """
+    cols, rows = cfg.train.grid
+    n = cols * rows
+    labels = dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)  # [n_img, c_dim]
+    if cfg.data.cond:
+        uniq, inverse = torch.unique(labels, dim=0, return_inverse=True)
+        groups = [torch.nonzero(inverse == k).flatten().tolist() for k in range(len(uniq))]
+        idx = []
+        for r in range(rows):  # row r: class r % K, the next unused images of that class
+            grp = groups[r % len(groups)]
+            idx += [grp[((r // len(groups)) * cols + col) % len(grp)] for col in range(cols)]
+    else:
+        idx = [i % len(dataset.names) for i in range(n)]
+    reals = torch.stack([dataset[i][0] for i in idx])  # [n, C, H, W] uint8
+    c = labels[idx].to(device)  # [n, c_dim]
+    g = torch.Generator().manual_seed(cfg.train.seed)
+    z = torch.randn([n, cfg.network.z_dim], generator=g).to(device)  # [n, z_dim]
+    return reals, z, c
+
+
+@torch.no_grad()
+def _fakes(G_ema: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """uint8 ``[n, C, H, W]`` from the EMA generator with constant noise (comparable over time)."""
+    out = [images_to_uint8(G_ema(zz, cc, noise_mode="const")) for zz, cc in zip(z.split(chunk), c.split(chunk))]
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------
+# Dry run.
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The resolved config as YAML plus G and D parameter counts (nothing is written)."""
+    dataset = open_dataset(cfg.data)
+    cfg = resolve_config(cfg, dataset)
+    check_config(cfg, dataset)
+    with torch.random.fork_rng(devices=[]):  # sizes only; leave the caller's RNG alone
+        G, D = build_generator(cfg.network), build_discriminator(cfg.network)
+    return (dump_config(cfg)
+            + f"# dataset: {len(dataset)} images{' (with mirror copies)' if cfg.data.mirror else ''}, "
+            f"{dataset.resolution}x{dataset.resolution}, label_dim {dataset.label_dim}\n"
+            + f"# G parameters: {num_parameters(G):,}\n# D parameters: {num_parameters(D):,}\n")
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+@dataclass
+class _Phase:
+    name: str
+    module: torch.nn.Module
+    opt: torch.optim.Optimizer
+    interval: int
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _format_time(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = None, progress: bool = True,
+          console: bool = True) -> dict[str, Any]:
+    """Train per ``cfg`` into the existing folder ``run_dir``; returns a summary dict.
+
+    ``resume``: a checkpoint to continue from (its network config must equal ``cfg``'s;
+    counters, optimizers, EMA, ADA state and ``pl_mean`` come from it). ``progress``
+    shows a tqdm bar; ``console`` logs to stdout besides ``log.txt``.
+
+    Raises :class:`gan.util.UserError` for bad input (before anything heavy starts) and
+    :class:`TrainingDiverged` when a loss turns non-finite (checked at tick boundaries;
+    the last good checkpoint is kept).
+    """
+    run_dir = Path(run_dir)
+    device = pick_device(cfg.train.device)
+    dataset = open_dataset(cfg.data)
+    cfg = resolve_config(cfg, dataset)
+    check_config(cfg, dataset)
+    state = load_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        saved = from_dict(RunConfig, state["config"]).network
+        if saved != cfg.network:
+            diff = [f"{f.name} {getattr(saved, f.name)!r} (checkpoint) vs {getattr(cfg.network, f.name)!r}"
+                    for f in dataclasses.fields(NetworkConfig) if getattr(saved, f.name) != getattr(cfg.network, f.name)]
+            raise UserError(f"--resume {resume}: the network differs from this run's: {'; '.join(diff)}; "
+                            f"resume with the checkpoint's config (omit --config) or start a new run")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    monitor.setup_logging(run_dir, rank=0, console=console)
+    threads = torch.get_num_threads()
+    if cfg.train.threads is not None:
+        # Small networks on a busy CPU: one thread is often fastest; several threads on
+        # oversubscribed cores can be tens of times slower (OpenMP barriers wait on
+        # descheduled threads).
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        with monitor.Monitor(run_dir) as mon:
+            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress)
+    finally:
+        torch.set_num_threads(threads)
+        monitor.close_logging()
+
+
+def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: Optional[dict],
+           resume: Any, mon: monitor.Monitor, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    t, seed = cfg.train, cfg.train.seed
+    start_time = time.time()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        torch.backends.cudnn.allow_tf32 = t.tf32
+    log.info("run folder: %s", run_dir)
+    log.info("device: %s%s; torch %s, %d threads", device,
+             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else " (float32)",
+             torch.__version__, torch.get_num_threads())
+    log.info("dataset: %r", dataset)
+
+    # Networks: initialisation is a function of the seed alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = build_generator(cfg.network).train().requires_grad_(False).to(device)
+        D = build_discriminator(cfg.network).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    log.info("G: %s parameters; D: %s parameters", f"{sum(p.numel() for p in G.parameters()):,}",
+             f"{sum(p.numel() for p in D.parameters()):,}")
+
+    pipe = None
+    if cfg.augment.mode != "none":
+        pipe = AugmentPipe.from_config(cfg.augment).train().requires_grad_(False).to(device)
+    ada = AdaController(cfg.augment)
+    loss = StyleGAN2Loss(G, D, cfg.loss, augment_pipe=pipe, device=device)
+
+    lc, oc = cfg.loss, cfg.optim
+    g_reg = lc.pl_interval if lc.pl_weight > 0 else None
+    d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
+    G_opt = lazy_adam(G.parameters(), oc.g_lr, oc.betas, oc.eps, g_reg)
+    D_opt = lazy_adam(D.parameters(), oc.d_lr, oc.betas, oc.eps, d_reg)
+    phases = [_Phase("Gmain", G, G_opt, 1)]
+    if g_reg:
+        phases.append(_Phase("Greg", G, G_opt, g_reg))
+    phases.append(_Phase("Dmain", D, D_opt, 1))
+    if d_reg:
+        phases.append(_Phase("Dreg", D, D_opt, d_reg))
+
+    cur_nimg, batch_idx, tick = 0, 0, 0
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        G_opt.load_state_dict(state["G_opt"])
+        D_opt.load_state_dict(state["D_opt"])
+        ada.load_state_dict(state["ada_stats"])
+        loss.pl_mean.copy_(state["pl_mean"].to(device))
+        cur_nimg, batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
+        tick = int(state.get("tick", 0))
+        log.info("resumed from %s at kimg %.3f", resume, cur_nimg / 1000)
+    if pipe is not None:
+        pipe.p = ada.p
+
+    label_table = (dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)).to(device)
+    grid_reals, grid_z, grid_c = _grid_setup(dataset, cfg, device)
+    cols, rows = t.grid
+    if state is None:
+        _save_png(run_dir / "reals.png", make_grid(grid_reals, cols, rows))
+        init = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
+        _save_png(run_dir / "fakes_init.png", init)
+        mon.image("Fakes", init, 0)
+
+    sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=t.batch, sampler=sampler, num_workers=cfg.data.workers,
+        pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.data.workers > 0 else None,
+        persistent_workers=False)
+    data_iter = iter(loader)
+
+    total_nimg = int(round(t.kimg * 1000))
+    tick_nimg, snap_nimg = max(int(t.tick_kimg * 1000), 1), max(int(t.snap_kimg * 1000), 1)
+    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    # Non-finite guard: per phase, the first cur_nimg with a non-finite loss (-1 = none), on device.
+    first_bad = {p.name: torch.full([], -1, dtype=torch.int64, device=device) for p in phases}
+    last_stats: dict[str, Any] = {}
+    last_ckpt: Optional[Path] = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    log.info("training from kimg %.3f to %.3f (batch %d, tick %g kimg, snapshot %g kimg)",
+             cur_nimg / 1000, total_nimg / 1000, t.batch, t.tick_kimg, t.snap_kimg)
+    bar = tqdm(total=total_nimg, initial=cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
+               disable=not progress, file=sys.stderr, desc="train")
+
+    done = cur_nimg >= total_nimg
+    while not done:
+        real_u8, real_c = next(data_iter)  # [B, C, H, W] uint8, [B, c_dim]
+        real_img = real_u8.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1  # [B, C, H, W] in [-1, 1]
+        real_c = real_c.to(device, non_blocking=True)
+
+        for ph in phases:
+            if batch_idx % ph.interval != 0:
+                continue
+            rnd = StepRandom(seed, cur_nimg, ph.name, device=device)
+            ph.module.requires_grad_(True)
+            ph.opt.zero_grad(set_to_none=True)
+            terms = loss.accumulate_gradients(ph.name, real_img, real_c, label_table, rnd, t.batch, gain=ph.interval)
+            ph.module.requires_grad_(False)
+            nan_to_num_grads(ph.module)
+            ph.opt.step()
+            real_logits = terms.pop("real_logits", None)
+            if real_logits is not None:
+                ada.accumulate(real_logits)
+            finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
+            fb = first_bad[ph.name]
+            fb.copy_(torch.where((fb < 0) & ~finite, torch.full_like(fb, cur_nimg), fb))
+
+        # EMA of G (Karras et al. 2018, appendix; half-life ema_kimg, ramped up early in training).
+        with torch.no_grad():
+            ema_nimg = t.ema_kimg * 1000
+            if t.ema_rampup is not None:
+                ema_nimg = min(ema_nimg, cur_nimg * t.ema_rampup)
+            beta = 0.5 ** (t.batch / max(ema_nimg, 1e-8))
+            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                b_ema.copy_(b)
+
+        cur_nimg += t.batch
+        batch_idx += 1
+        if ada.step(t.batch) and pipe is not None:
+            pipe.p = ada.p
+        bar.update(t.batch)
+
+        done = cur_nimg >= total_nimg
+        snapshot = done or (cur_nimg // snap_nimg) > ((cur_nimg - t.batch) // snap_nimg)
+        if not (snapshot or cur_nimg >= tick_start_nimg + tick_nimg):
+            continue
+
+        # ---- tick
+        tick += 1
+        bad = {name: int(v) for name, v in first_bad.items() if int(v) >= 0}
+        if bad:
+            name, at = min(bad.items(), key=lambda kv: kv[1])
+            bar.close()
+            where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else (
+                "no checkpoint of this run was written" if resume is None else f"resume from {resume} again")
+            raise TrainingDiverged(
+                f"training diverged: a non-finite loss in phase {name} at kimg {at / 1000:.3f} "
+                f"(tick {tick}, checked at kimg {cur_nimg / 1000:.3f}); {where}. Lower the learning rate "
+                f"(--set optim.g_lr=..., optim.d_lr=...) or raise --gamma, then --resume")
+        now = time.time()
+        tick_time = now - tick_start_time
+        tick_kimg_done = (cur_nimg - tick_start_nimg) / 1000
+        monitor.report("Progress/tick", tick)
+        monitor.report("Progress/kimg", cur_nimg / 1000)
+        monitor.report("Progress/augment_p", ada.p)
+        monitor.report("Progress/pl_mean", loss.pl_mean)
+        if math.isfinite(ada.last_rt):
+            monitor.report("Progress/ada_rt", ada.last_rt)
+        monitor.report("Timing/sec_per_tick", tick_time)
+        monitor.report("Timing/sec_per_kimg", tick_time / max(tick_kimg_done, 1e-9))
+        monitor.report("Timing/images_per_s", tick_kimg_done * 1000 / max(tick_time, 1e-9))
+        monitor.report("Timing/total_hours", (now - start_time) / 3600)
+        monitor.report("Resources/peak_rss_mb", _peak_rss_mb())
+        if device.type == "cuda":
+            monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
+            torch.cuda.reset_peak_memory_stats(device)
+        stats = mon.flush(cur_nimg)
+        last_stats = {k: v["mean"] for k, v in stats.items()}
+
+        def s(name: str) -> str:
+            v = last_stats.get(name)
+            return "-" if v is None else f"{v:.3f}"
+
+        log.info("tick %d kimg %.3f time %s sec/kimg %.2f img/s %.1f augment %.3f | G %s pl %s | D %s r1 %s | rss %d MB",
+                 tick, cur_nimg / 1000, _format_time(now - start_time), last_stats["Timing/sec_per_kimg"],
+                 last_stats["Timing/images_per_s"], ada.p, s("Loss/G/main"), s("Loss/G/pl_length"),
+                 s("Loss/D/main"), s("Loss/D/r1_penalty"), _peak_rss_mb())
+
+        if snapshot:
+            name = checkpoint_name(cur_nimg)[len("checkpoint-"):-len(".pt")]
+            grid = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
+            _save_png(run_dir / f"fakes-{name}.png", grid)
+            mon.image("Fakes", grid, cur_nimg)
+            last_ckpt = save_checkpoint(run_dir / checkpoint_name(cur_nimg), {
+                "config": to_dict(cfg),
+                "cur_nimg": cur_nimg,
+                "batch_idx": batch_idx,
+                "tick": tick,
+                "class_names": _class_names(dataset, cfg),
+                "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
+                "augment_p": ada.p, "ada_stats": ada.state_dict(),
+                "pl_mean": loss.pl_mean.detach().cpu().clone(),
+                "stats": last_stats,
+            })
+            log.info("wrote %s and fakes-%s.png", last_ckpt.name, name)
+        tick_start_nimg, tick_start_time = cur_nimg, time.time()
+
+    bar.close()
+    log.info("done: kimg %.3f in %s", cur_nimg / 1000, _format_time(time.time() - start_time))
+    return {"run_dir": run_dir, "cur_nimg": cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
+            "G": G, "D": D, "G_ema": G_ema}
+
+
+def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:
+    """Names of the label vector's entries (``column=value`` for several CSV columns), or None."""
+    if not cfg.data.cond:
+        return None
+    if dataset.label_groups:
+        return [f"{g['column']}={c}" for g in dataset.label_groups for c in g["classes"]]
+    if isinstance(dataset.class_names, list):
+        return [str(c) for c in dataset.class_names]
+    return [str(i) for i in range(dataset.label_dim)]
+
+
+def auto_settings(resolution: int) -> dict[str, Any]:
+    """The published StyleGAN2-ADA ``auto`` rule for one GPU, as a config dict.
+
+    batch = min(4096 / res, 32), gamma = 0.0002 res^2 / batch, EMA half-life = batch * 10 / 32
+    kimg (ADA, appendix D; ``train.py --cfg=auto``). The presets ``configs/gan/mtf*.yaml``
+    state these values; this is what a run without ``--config`` uses.
+    """
+    batch = max(min(4096 // resolution, 32), 1)
+    return {"train": {"batch": batch, "ema_kimg": batch * 10 / 32},
+            "loss": {"r1_gamma": 0.0002 * resolution ** 2 / batch}}
+
+
+def load_run_config(path: Optional[str | Path], overrides: list[str], base: Optional[dict] = None) -> RunConfig:
+    """Defaults <- ``base`` (a checkpoint's config when resuming) <- YAML preset ``path`` <- overrides."""
+    from gan.config import load_config
+
+    return load_config(RunConfig, path, overrides, base=base)

@@ -1,0 +1,188 @@
+"""Losses, lazy-regularization optimizers and stateless randomness (gan/loss.py).
+
+The phases are checked on stand-in networks whose gradients are known in closed form
+(a linear discriminator, a linear synthesis network), so the tests compare against
+numbers worked out by hand rather than against the code itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gan import monitor
+from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+
+
+class LinearD(torch.nn.Module):
+    """D(x) = <w, x> + b: grad_x D = w, so the R1 penalty is |w|^2 for every image."""
+
+    def __init__(self, shape=(3, 4, 4)):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+        self.b = torch.nn.Parameter(torch.zeros([]))
+
+    def forward(self, img, c):
+        return (img * self.w).sum(dim=[1, 2, 3])[:, None] + self.b  # [N, 1]
+
+
+class LinearG(torch.nn.Module):
+    """mapping: z -> ws (z repeated); synthesis: img = A ws (flattened). Path lengths are
+    |A^T y| / sqrt(num_ws), known in closed form."""
+
+    def __init__(self, z_dim=4, num_ws=3, shape=(3, 4, 4)):
+        super().__init__()
+        self.z_dim, self.c_dim, self.num_ws, self.shape = z_dim, 0, num_ws, shape
+        self.A = torch.nn.Parameter(torch.randn([math.prod(shape), num_ws * z_dim],
+                                                generator=torch.Generator().manual_seed(1)))
+        self.s = torch.nn.Parameter(torch.ones([]))  # a mapping parameter (1: ws = z exactly)
+        self.mapping_calls = []
+        G = self
+
+        class Mapping(torch.nn.Module):
+            def forward(self, z, c, update_w_avg=True):
+                G.mapping_calls.append((z.clone(), update_w_avg))
+                return z[:, None, :].repeat(1, G.num_ws, 1) * G.s  # [N, num_ws, z_dim]
+
+        class Synthesis(torch.nn.Module):
+            def forward(self, ws):
+                return (ws.flatten(1) @ G.A.T).reshape(-1, *G.shape)  # [N, C, H, W]
+
+        self.mapping, self.synthesis = Mapping(), Synthesis()
+
+
+def _rnd(phase: str, nimg: int = 0, **kw) -> StepRandom:
+    return StepRandom(seed=7, cur_nimg=nimg, phase=phase, **kw)
+
+
+def test_lazy_adam_raises_lr_and_betas_to_k_over_k_plus_1():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt = lazy_adam(p, lr=0.0025, betas=(0.0, 0.99), eps=1e-8, reg_interval=16)
+    g = opt.param_groups[0]
+    assert g["lr"] == pytest.approx(0.0025 * 16 / 17)
+    assert g["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
+    assert isinstance(g["betas"], tuple) and all(isinstance(b, float) for b in g["betas"])
+    plain = lazy_adam(p, lr=0.0025, betas=(0.0, 0.99), eps=1e-8, reg_interval=None).param_groups[0]
+    assert plain["lr"] == 0.0025 and plain["betas"] == (0.0, 0.99)
+
+
+def test_nan_to_num_grads_replaces_nan_and_inf():
+    m = torch.nn.Linear(3, 1)
+    m.weight.grad = torch.tensor([[float("nan"), float("inf"), -float("inf")]])
+    m.bias.grad = None
+    nan_to_num_grads(m)
+    assert m.weight.grad.tolist() == [[0.0, 1e5, -1e5]]
+
+
+def test_step_random_is_a_function_of_seed_position_phase_and_stream():
+    a = _rnd("Gmain", 64).randn("z", [8, 4])
+    assert torch.equal(a, _rnd("Gmain", 64).randn("z", [8, 4]))
+    assert not torch.equal(a, _rnd("Gmain", 72).randn("z", [8, 4]))
+    assert not torch.equal(a, _rnd("Dmain", 64).randn("z", [8, 4]))
+    assert not torch.equal(a, _rnd("Gmain", 64).randn("mix_z", [8, 4]))
+    assert not torch.equal(a, StepRandom(8, 64, "Gmain").randn("z", [8, 4]))
+
+
+def test_step_random_slices_the_global_batch_per_rank():
+    full = _rnd("Dmain").randn("z", [8, 4])
+    halves = [_rnd("Dmain", rank=r, world_size=2).randn("z", [8, 4]) for r in range(2)]
+    assert torch.equal(torch.cat(halves), full)
+    idx = torch.cat([_rnd("Dmain", rank=r, world_size=4).randint("c", 10, 8) for r in range(4)])
+    assert torch.equal(idx, _rnd("Dmain").randint("c", 10, 8))
+    aug = _rnd("Dmain", rank=1, world_size=2).augment_params("aug_real", 8)
+    assert torch.equal(aug.uniform, _rnd("Dmain").augment_params("aug_real", 8).uniform[4:])
+
+
+def test_noise_rng_makes_global_draws_reproducible_and_restores_the_rng():
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    with _rnd("Gmain").noise_rng():
+        a = torch.randn(5)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+    with _rnd("Gmain").noise_rng():
+        b = torch.randn(5)
+    with _rnd("Gmain", 8).noise_rng():
+        c = torch.randn(5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_gamma_half_norm_squared():
+    D, G = LinearD(), LinearG()
+    gamma, gain = 0.5, 16
+    loss = StyleGAN2Loss(G, D, LossConfig(r1_gamma=gamma))
+    real = torch.rand([4, 3, 4, 4]) * 2 - 1
+    with monitor.Monitor() as mon:
+        out = loss.accumulate_gradients("Dreg", real, torch.zeros([4, 0]), torch.zeros([1, 0]), _rnd("Dreg"), 4,
+                                        gain=gain)
+        stats = mon.flush(0)
+    w2 = D.w.detach().square().sum()
+    assert out["Loss/D/r1"].item() == pytest.approx((gamma / 2 * w2).item(), rel=1e-5)
+    assert stats["Loss/D/r1_penalty"]["mean"] == pytest.approx(w2.item(), rel=1e-5)
+    # d/dw [gain * gamma/2 |w|^2] = gain * gamma * w; the bias gets no gradient from R1.
+    torch.testing.assert_close(D.w.grad, gain * gamma * D.w.detach(), rtol=1e-5, atol=1e-6)
+    assert D.b.grad.item() == 0
+
+
+def test_dmain_is_the_logistic_loss_on_both_sides():
+    D, G = LinearD(), LinearG()
+    with torch.no_grad():
+        D.w.zero_()
+        D.b.fill_(0.3)  # D outputs 0.3 for every image
+    loss = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0))
+    real = torch.zeros([4, 3, 4, 4])
+    out = loss.accumulate_gradients("Dmain", real, torch.zeros([4, 0]), torch.zeros([1, 0]), _rnd("Dmain"), 4)
+    sp = torch.nn.functional.softplus
+    expected = sp(torch.tensor(0.3)) + sp(torch.tensor(-0.3))
+    assert out["Loss/D/main"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out["real_logits"].shape == (4, 1)
+    # d/db [softplus(b) + softplus(-b)] = sigmoid(b) - sigmoid(-b)
+    assert D.b.grad.item() == pytest.approx((torch.sigmoid(torch.tensor(0.3)) * 2 - 1).item(), rel=1e-5)
+    assert G.A.grad is None  # D's phase never trains G
+
+
+def test_gmain_is_non_saturating_and_trains_g_only():
+    D, G = LinearD(), LinearG()
+    D.requires_grad_(False)
+    loss = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0))
+    out = loss.accumulate_gradients("Gmain", None, None, torch.zeros([1, 0]), _rnd("Gmain"), 4)
+    z = _rnd("Gmain").randn("z", [4, G.z_dim])
+    logits = D(G.synthesis(G.mapping(z, None)), None)
+    assert out["Loss/G/main"].item() == pytest.approx(torch.nn.functional.softplus(-logits).mean().item(), rel=1e-5)
+    assert G.A.grad is not None and D.w.grad is None
+
+
+def test_path_length_of_a_linear_generator_and_running_mean():
+    D, G = LinearD(), LinearG()
+    cfg = LossConfig(pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01, style_mixing_prob=0)
+    loss = StyleGAN2Loss(G, D, cfg)
+    with monitor.Monitor() as mon:
+        loss.accumulate_gradients("Greg", None, None, torch.zeros([1, 0]), _rnd("Greg"), 8, gain=4)
+        stats = mon.flush(0)
+    # Hand computation: y = pl_noise / sqrt(HW); J^T y = A^T y reshaped [num_ws, z_dim];
+    # length = sqrt(mean over ws of the sum over w_dim of squares).
+    y = _rnd("Greg").randn("pl_noise", [4, 3, 4, 4]) / math.sqrt(16)
+    jty = (y.flatten(1) @ G.A.detach()).reshape(4, G.num_ws, G.z_dim)
+    lengths = jty.square().sum(2).mean(1).sqrt()  # [4]: batch 8 shrunk by 2
+    assert stats["Loss/G/pl_length"]["num"] == 4
+    assert stats["Loss/G/pl_length"]["mean"] == pytest.approx(lengths.mean().item(), rel=1e-5)
+    assert loss.pl_mean.item() == pytest.approx(0.01 * lengths.mean().item(), rel=1e-5)  # a <- a + 0.01 (mean - a)
+    assert G.A.grad is not None and torch.isfinite(G.A.grad).all()
+
+
+def test_style_mixing_switches_to_a_second_latent_from_a_cutoff():
+    D, G = LinearD(), LinearG(num_ws=6)
+    loss = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=1.0))
+    rnd = _rnd("Gmain")
+    z = rnd.randn("z", [4, G.z_dim])
+    img, ws = loss.run_G(z, None, rnd, 4)
+    (z1, upd1), (z2, upd2) = G.mapping_calls
+    assert upd1 and not upd2  # the second latent does not move w_avg
+    cut = next(i for i in range(6) if not torch.equal(ws[:, i], z1))
+    assert 1 <= cut < 6
+    assert torch.equal(ws[:, :cut], z1[:, None].expand(-1, cut, -1))
+    assert torch.equal(ws[:, cut:], z2[:, None].expand(-1, 6 - cut, -1))
+    no_mix = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0.0))
+    _, ws0 = no_mix.run_G(z, None, rnd, 4)
+    assert torch.equal(ws0, z[:, None].expand(-1, 6, -1))

@@ -1,0 +1,436 @@
+"""The training loop: it learns, it resumes exactly, it writes a complete run folder, it guards.
+
+One tiny conditional demo run (the demo preset: 4 kimg on the shared 32-px archive, about a minute on one
+CPU thread) serves the learning, run-folder and generation tests (the session fixture
+``demo_run`` in ``tests/conftest.py``, shared with later issues' tests). The resume tests use an even smaller network and a
+few dozen steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from gan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from gan.cli import main
+from gan.config import from_dict, load_config
+from gan.networks import NetworkConfig, build_generator
+from gan.train import (
+    InfiniteSampler,
+    RunConfig,
+    TrainingDiverged,
+    images_to_uint8,
+    load_run_config,
+    train,
+)
+from gan.util import UserError
+
+from tests.conftest import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG, REPO
+
+
+# ----------------------------------------------------------------------------
+# Sliced Wasserstein distance between Laplacian-pyramid patches (Karras et al. 2018, sec. 5).
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    k2 = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 5, 5)
+    return F.conv2d(F.pad(x, [2, 2, 2, 2], mode="reflect"), k2, groups=x.shape[1])
+
+
+def _laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    out = []
+    for _ in range(levels - 1):
+        low = _blur(x)[:, :, ::2, ::2]  # [N, C, H/2, W/2]
+        out.append(x - _blur(F.interpolate(low, scale_factor=2, mode="nearest")))  # band-pass
+        x = low
+    return out + [x]
+
+
+def _patches(x: torch.Tensor, n: int, size: int, g: torch.Generator) -> torch.Tensor:
+    N, C, H, W = x.shape
+    i = torch.randint(0, N, [n], generator=g)
+    y0 = torch.randint(0, H - size + 1, [n], generator=g)
+    x0 = torch.randint(0, W - size + 1, [n], generator=g)
+    r = torch.arange(size)
+    p = x[i[:, None, None], :, (y0[:, None] + r)[:, :, None], (x0[:, None] + r)[:, None, :]]  # [n, s, s, C]
+    return p.reshape(n, -1)
+
+
+def sliced_wasserstein(reals: torch.Tensor, fakes: torch.Tensor, levels: int = 3, patches: int = 4096,
+                       size: int = 7, directions: int = 512, seed: int = 0) -> float:
+    """Mean over pyramid levels of the SWD between 7x7 patches of uint8 image sets.
+
+    Both sets are normalized with the reals' per-dimension statistics (stricter than
+    normalizing each set by its own, which would hide a colour shift).
+    """
+    g = torch.Generator().manual_seed(seed)
+    a, b = reals.float() / 127.5 - 1, fakes.float() / 127.5 - 1
+    dists = []
+    for la, lb in zip(_laplacian_pyramid(a, levels), _laplacian_pyramid(b, levels)):
+        s = min(size, la.shape[-1])
+        pa, pb = _patches(la, patches, s, g), _patches(lb, patches, s, g)
+        mu, sd = pa.mean(0), pa.std(0) + 1e-8
+        pa, pb = (pa - mu) / sd, (pb - mu) / sd
+        d = torch.randn(pa.shape[1], directions, generator=g)
+        d = d / d.norm(dim=0, keepdim=True)
+        dists.append(((pa @ d).sort(0)[0] - (pb @ d).sort(0)[0]).abs().mean().item())
+    return float(np.mean(dists))
+
+
+def _samples(G: torch.nn.Module, labels: torch.Tensor, seed: int = 123) -> torch.Tensor:
+    z = torch.randn([labels.shape[0], G.z_dim], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return images_to_uint8(G(z, labels, noise_mode="const"))
+
+
+def test_sliced_wasserstein_is_zero_for_identical_sets_and_grows_with_noise(prepared_archive):
+    from gan.dataset import ImageDataset
+
+    ds = ImageDataset(prepared_archive)
+    reals = torch.stack([ds[i][0] for i in range(len(ds))])
+    noisy = (reals.float() + torch.randn(reals.shape, generator=torch.Generator().manual_seed(0)) * 40)
+    noisy = noisy.clamp(0, 255).to(torch.uint8)
+    assert sliced_wasserstein(reals, reals) < 0.05
+    assert sliced_wasserstein(reals, noisy) > 0.2
+
+
+def test_demo_run_learns_the_data(demo_run):
+    """SWD of EMA fakes falls clearly below its value at initialization and below that of
+    dataset-mean images; fakes keep varying pixel by pixel (no mode collapse)."""
+    from gan.dataset import ImageDataset
+
+    ds = ImageDataset(demo_run["archive"], use_labels=True)
+    reals = torch.stack([ds[i][0] for i in range(len(ds))])  # [96, 3, 32, 32]
+    labels = ds.labels
+    mean_imgs = reals.float().mean(0, keepdim=True).round().to(torch.uint8).expand_as(reals)
+
+    G = load_generator(demo_run["checkpoint"])
+    state = load_checkpoint(demo_run["checkpoint"])
+    torch.manual_seed(state["config"]["train"]["seed"])  # the trainer's initialisation
+    G_init = build_generator(from_dict(NetworkConfig, state["config"]["network"])).eval()
+
+    fakes = _samples(G, labels)
+    swd_trained = sliced_wasserstein(reals, fakes)
+    swd_init = sliced_wasserstein(reals, _samples(G_init, labels))
+    swd_mean = sliced_wasserstein(reals, mean_imgs)
+    assert swd_trained < 0.75 * swd_init, (swd_trained, swd_init)
+    assert swd_trained < 0.75 * swd_mean, (swd_trained, swd_mean)
+
+    spread = fakes.float().std(dim=0).mean().item()  # per-pixel std across samples, uint8 units
+    real_spread = reals.float().std(dim=0).mean().item()
+    assert spread > 0.25 * real_spread, (spread, real_spread)
+
+
+def test_run_folder_holds_every_file(demo_run):
+    run = demo_run["run_dir"]
+    for name in ("config.yaml", "log.txt", "stats.jsonl", "reals.png", "fakes_init.png"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    kimgs = [k for k, _ in list_checkpoints(run)]
+    assert kimgs == [1.0, 2.0, 3.0, 4.0]
+    for k in ("000001", "000002", "000003", "000004"):
+        assert (run / f"fakes-{k}.png").is_file()
+    with Image.open(run / "fakes-000004.png") as im:
+        assert im.size == (8 * 32, 4 * 32)  # the demo's 8 x 4 grid of 32-px images
+
+    # The saved config reads back as the config that ran (with the data's sizes filled in).
+    saved = load_config(RunConfig, run / "config.yaml")
+    assert saved.train == demo_run["cfg"].train and saved.loss == demo_run["cfg"].loss
+    assert saved.network.img_resolution == 32 and saved.network.c_dim == 2
+
+    lines = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert len(lines) == 20  # a tick every 0.2 kimg
+    for key in ("Loss/G/main", "Loss/D/main", "Loss/D/r1", "Loss/G/pl_length", "Progress/kimg",
+                "Progress/augment_p", "Timing/sec_per_kimg", "Timing/images_per_s", "Resources/peak_rss_mb"):
+        assert key in lines[-1], key
+    assert lines[-1]["Progress/kimg"]["mean"] == pytest.approx(DEMO_KIMG)
+    assert all(np.isfinite(line["Loss/G/main"]["mean"]) for line in lines)
+
+    log = (run / "log.txt").read_text()
+    assert "tick 20 kimg 4.000" in log and "checkpoint-000004.pt" in log
+
+
+def test_tensorboard_events_hold_scalars_and_fakes(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(demo_run["run_dir"]), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"Loss/G/main", "Loss/D/r1", "Progress/kimg", "Timing/sec_per_kimg"} <= set(tags["scalars"])
+    assert "Fakes" in tags["images"]
+    steps = [e.step for e in acc.Images("Fakes")]
+    assert steps == [0, 1000, 2000, 3000, 4000]  # init + every snapshot, stepped by cur_nimg
+
+
+def test_checkpoint_holds_full_training_state(demo_run):
+    state = load_checkpoint(demo_run["checkpoint"])
+    assert state["cur_nimg"] == 4000 and state["batch_idx"] == 4000 // 8
+    assert set(state) >= {"config", "G", "D", "G_ema", "G_opt", "D_opt", "augment_p", "ada_stats", "pl_mean",
+                          "stats", "class_names"}
+    assert state["class_names"] == ["Female", "Male"]
+    assert state["pl_mean"].item() > 0  # path-length mean is tracked
+    assert state["G_opt"]["state"]  # Adam moments were saved
+    g_betas = state["G_opt"]["param_groups"][0]["betas"]
+    assert g_betas[1] == pytest.approx(0.99 ** (4 / 5))  # lazy-regularization correction (Greg every 4)
+    assert state["ada_stats"]["steps"] == 4000 // 8
+    assert 0 < state["augment_p"] <= 1  # ADA raised p on a 96-image set
+
+
+# ----------------------------------------------------------------------------
+# Resume.
+
+
+def _tiny_cfg(archive: Path, kimg: float, seed: int = 0, extra: tuple[str, ...] = ()) -> RunConfig:
+    """A very small network and frequent regularization, ADA that moves fast: every piece of
+    state that resume must restore changes within a few steps."""
+    return load_run_config(DEMO, [
+        f"data.path={json.dumps(str(archive))}", "data.cond=true", f"train.kimg={kimg}", f"train.seed={seed}",
+        "train.batch=8", "train.tick_kimg=0.032", "train.snap_kimg=0.064", "train.grid=[2,2]",
+        "network.channel_base=256", "network.channel_max=16", "network.z_dim=16", "network.w_dim=16",
+        "loss.pl_interval=2", "loss.r1_interval=3", "augment.kimg=0.5", *extra,
+    ])
+
+
+def _final_state(run_dir: Path) -> dict:
+    return load_checkpoint(list_checkpoints(run_dir)[-1][1])
+
+
+def _assert_states_equal(a: dict, b: dict) -> None:
+    assert a["cur_nimg"] == b["cur_nimg"] and a["batch_idx"] == b["batch_idx"]
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
+    for opt in ("G_opt", "D_opt"):
+        for i, s in a[opt]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, b[opt]["state"][i][k]), f"{opt} state {i}.{k} differs"
+    assert torch.equal(a["pl_mean"], b["pl_mean"])
+    assert a["ada_stats"] == b["ada_stats"] or (
+        {k: v for k, v in a["ada_stats"].items() if k != "last_rt"}
+        == {k: v for k, v in b["ada_stats"].items() if k != "last_rt"})
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_from_snapshot_is_bit_identical_and_seed_matters(prepared_archive, tmp_path, single_thread):
+    full = tmp_path / "full"
+    train(_tiny_cfg(prepared_archive, 0.128), full, progress=False, console=False)
+
+    # Stop at the 0.064-kimg snapshot, then resume through the CLI with --resume latest.
+    outdir = tmp_path / "runs"
+    first = outdir / "00000-first"
+    train(_tiny_cfg(prepared_archive, 0.064), first, progress=False, console=False)
+    res = CliRunner().invoke(main, ["train", "--outdir", str(outdir), "--resume", "latest", "--kimg", "0.128",
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    resumed = outdir / "00001-mtf-32-cond-batch8-gamma0.0256-resume"
+    assert resumed.is_dir(), sorted(p.name for p in outdir.iterdir())
+    assert "resumed from" in (resumed / "log.txt").read_text()
+
+    a, b = _final_state(full), _final_state(resumed)
+    assert a["cur_nimg"] == 128
+    assert a["augment_p"] > 0  # ADA state took part
+    _assert_states_equal(a, b)
+
+    other = tmp_path / "seed1"
+    train(_tiny_cfg(prepared_archive, 0.128, seed=1), other, progress=False, console=False)
+    c = _final_state(other)
+    assert not torch.equal(a["G_ema"]["synthesis.block32.conv.weight"], c["G_ema"]["synthesis.block32.conv.weight"])
+
+
+def test_resume_rejects_a_different_network(prepared_archive, tmp_path, single_thread):
+    run = tmp_path / "a"
+    train(_tiny_cfg(prepared_archive, 0.016, extra=("train.snap_kimg=0.016",)), run, progress=False, console=False)
+    ckpt = list_checkpoints(run)[-1][1]
+    cfg = _tiny_cfg(prepared_archive, 0.032, extra=("network.channel_max=8",))
+    with pytest.raises(UserError, match=r"channel_max 16 \(checkpoint\) vs 8"):
+        train(cfg, tmp_path / "b", resume=ckpt, progress=False, console=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_sampler_order_depends_only_on_position():
+    full = InfiniteSampler(10, seed=3, start=0, batch=4)
+    it = iter(full)
+    first = [next(it) for _ in range(24)]
+    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))  # epochs
+    assert first[:10] != first[10:20]  # reshuffled per epoch
+    late = iter(InfiniteSampler(10, seed=3, start=8, batch=4))
+    assert [next(late) for _ in range(16)] == first[8:24]
+    rank1 = iter(InfiniteSampler(10, seed=3, start=0, batch=4, rank=1, world_size=2))
+    assert [next(rank1) for _ in range(4)] == first[2:4] + first[6:8]
+
+
+# ----------------------------------------------------------------------------
+# Guards.
+
+
+def _cfg(archive: Path, *extra: str) -> RunConfig:
+    return load_run_config(DEMO, [f"data.path={json.dumps(str(archive))}", *extra])
+
+
+@pytest.fixture(scope="module")
+def odd_archive(tmp_path_factory) -> Path:
+    """Eight 24x24 images: not a power of two."""
+    path = tmp_path_factory.mktemp("odd") / "odd.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(8):
+            im = Image.fromarray(np.full([24, 24, 3], i * 20, np.uint8))
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            zf.writestr(f"{i:05d}.png", buf.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("train.batch=6",), "not divisible by the minibatch-std group size 4"),
+    (("train.batch=128",), "has 96 images, fewer than --batch 128"),
+    (("train.batch=4", "network.mbstd_group_size=1", "loss.pl_batch_shrink=3"), "not divisible by loss.pl_batch_shrink"),
+])
+def test_bad_batch_stops_before_anything_is_written(prepared_archive, tmp_path, extra, message):
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=message):
+        train(_cfg(prepared_archive, *extra), run, progress=False, console=False)
+    assert not run.exists()
+
+
+def test_cond_without_labels_is_a_clear_error(tmp_path, odd_archive, prepared_archive):
+    # An unlabelled archive: the prepared one, with its labels dropped.
+    unlabelled = tmp_path / "unlabelled.zip"
+    with zipfile.ZipFile(prepared_archive) as src, zipfile.ZipFile(unlabelled, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "dataset.json":
+                meta = json.loads(data)
+                meta["labels"] = None
+                data = json.dumps(meta).encode()
+            dst.writestr(name, data)
+    with pytest.raises(UserError, match="--cond: .* has no labels; prepare it with --labels"):
+        train(_cfg(unlabelled, "data.cond=true"), tmp_path / "run", progress=False, console=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resolution_not_a_power_of_two_is_a_clear_error(tmp_path, odd_archive):
+    with pytest.raises(UserError, match="24x24.*power of two"):
+        train(_cfg(odd_archive, "train.batch=8"), tmp_path / "run", progress=False, console=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_loss_stops_at_the_tick_and_keeps_the_last_checkpoint(prepared_archive, tmp_path, monkeypatch,
+                                                                         single_thread):
+    from gan import loss as loss_mod
+
+    real = loss_mod.StyleGAN2Loss.accumulate_gradients
+
+    def poisoned(self, phase, *args, **kwargs):
+        out = real(self, phase, *args, **kwargs)
+        rnd = args[3]
+        if phase == "Dmain" and rnd.cur_nimg >= 72:  # from step 9 on (kimg 0.072)
+            out["Loss/D/main"] = out["Loss/D/main"] * float("nan")
+        return out
+
+    monkeypatch.setattr(loss_mod.StyleGAN2Loss, "accumulate_gradients", poisoned)
+    run = tmp_path / "run"
+    cfg = _tiny_cfg(prepared_archive, 0.256)
+    with pytest.raises(TrainingDiverged, match=r"phase Dmain at kimg 0\.072 .*checkpoint-000000\.064\.pt"):
+        train(cfg, run, progress=False, console=False)
+    assert [k for k, _ in list_checkpoints(run)] == [0.064]  # nothing written after the bad step
+    load_checkpoint(list_checkpoints(run)[0][1])
+
+
+# ----------------------------------------------------------------------------
+# CLI.
+
+
+def test_dry_run_prints_config_and_parameter_counts_and_writes_nothing(prepared_archive, tmp_path):
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(out),
+                                    "--config", str(DEMO), "--cond", "--batch", "16", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "batch: 16" in res.output and "c_dim: 2" in res.output and "img_resolution: 32" in res.output
+    g = int(res.output.split("# G parameters: ")[1].split("\n")[0].replace(",", ""))
+    assert g == 80_499  # the demo generator at 32 px, conditional on 2 classes
+    assert not out.exists()
+
+
+def test_dry_run_without_config_uses_the_published_auto_rule(prepared_archive, tmp_path):
+    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path),
+                                    "--dry-run"])
+    assert res.exit_code == 0, res.output
+    # res 32: batch = min(4096 / 32, 32) = 32, gamma = 0.0002 * 32^2 / 32, EMA = 32 * 10 / 32 kimg
+    assert "batch: 32" in res.output and "r1_gamma: 0.0064" in res.output and "ema_kimg: 10.0" in res.output
+
+
+def test_cli_errors_are_one_line_without_traceback(prepared_archive, tmp_path):
+    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path),
+                                    "--config", str(DEMO), "--batch", "6"])
+    assert res.exit_code == 1
+    assert "Error: --batch 6 is not divisible" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["train", "--outdir", str(tmp_path / "none"), "--resume", "latest"])
+    assert res.exit_code == 1 and "has no run folders" in res.output
+
+
+@pytest.mark.parametrize("preset, res, batch, gamma, ema", [
+    ("mtf64", 64, 32, 0.0256, 10.0), ("mtf128", 128, 32, 0.1024, 10.0), ("mtf256", 256, 16, 0.8192, 5.0),
+])
+def test_presets_follow_the_published_auto_rule(preset, res, batch, gamma, ema):
+    cfg = load_run_config(REPO / "configs" / "gan" / f"{preset}.yaml", [])
+    assert cfg.train.batch == min(4096 // res, 32) == batch
+    assert cfg.loss.r1_gamma == pytest.approx(0.0002 * res ** 2 / batch) and cfg.loss.r1_gamma == gamma
+    assert cfg.train.ema_kimg == batch * 10 / 32 == ema
+    assert cfg.optim.betas == (0.0, 0.99) and isinstance(cfg.optim.betas, tuple)
+
+
+# ----------------------------------------------------------------------------
+# Monitor (gan/monitor.py).
+
+
+def test_monitor_reduces_per_tick_and_writes_jsonl(tmp_path):
+    from gan import monitor
+
+    monitor.report("Loss/G/main", 1.0)  # no monitor open: a no-op, not an error
+    with monitor.Monitor(tmp_path, tensorboard=False) as mon:
+        monitor.report("Loss/G/main", torch.tensor([1.0, 3.0]))
+        monitor.report("Loss/G/main", 5.0)
+        monitor.report("Loss/D/r1", float("nan"))
+        first = mon.flush(step=8)
+        monitor.report("Progress/kimg", 0.016)
+        second = mon.flush(step=16)
+    monitor.report("Loss/G/main", 1.0)  # closed again
+    assert first["Loss/G/main"] == {"num": 3.0, "mean": 3.0, "std": pytest.approx(np.std([1, 3, 5]))}
+    assert set(second) == {"Progress/kimg"}  # a flush starts afresh
+    lines = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["Loss/D/r1"]["mean"] is None  # NaN is written as null
+    assert "timestamp" in lines[0]
+
+
+def test_logging_goes_to_log_txt_on_rank_0_only(tmp_path):
+    from gan import monitor
+
+    (tmp_path / "r0").mkdir()
+    (tmp_path / "r1").mkdir()
+    log = monitor.setup_logging(tmp_path / "r0", rank=0, console=False)
+    log.info("hello from rank 0")
+    monitor.setup_logging(tmp_path / "r1", rank=1).info("hello from rank 1")
+    monitor.close_logging()
+    assert "hello from rank 0" in (tmp_path / "r0" / "log.txt").read_text()
+    assert not (tmp_path / "r1" / "log.txt").exists()
+    with monitor.Monitor(tmp_path / "r1", rank=1) as mon:
+        monitor.report("x", 1.0)
+        assert mon.flush(0)["x"]["mean"] == 1.0  # other ranks still reduce
+    assert not (tmp_path / "r1" / "stats.jsonl").exists()
