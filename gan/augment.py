@@ -47,10 +47,13 @@ go from 0 to 1 in ``kimg`` (500) thousand real images; target 0.6.
 
 Resampling uses :mod:`gan.ops.upfirdn2d` (``impl`` passes through) for the 2x
 upsampling and downsampling with the orthogonal ``sym6`` wavelet low-pass filter
-(the paper's choice, appendix B) and ``torch.nn.functional.grid_sample``
-(bilinear, reflection) for the warp; both differentiate twice with public torch
-APIs only, which lazy R1 needs (the penalty's gradient flows back through the
-pipe's backward).
+(the paper's choice, appendix B) and :func:`grid_sample_reflect` (bilinear, mirrored
+borders) for the warp. Lazy R1 differentiates through the pipe's backward, so every
+step must have a second derivative. ``torch.nn.functional.grid_sample`` does not
+qualify: torch 2.11 with CUDA (which ``setup.cfg`` allows) lacks the derivative of
+``aten::grid_sampler_2d_backward`` and R1 fails there. :func:`grid_sample_reflect`
+gives the same values from floor, ``gather`` and arithmetic, which autograd
+differentiates to any order on every device, using public torch APIs only.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from gan.ops.upfirdn2d import setup_filter, upfirdn2d, upsample2d
 
@@ -71,6 +73,7 @@ __all__ = [
     "AugmentTransforms",
     "AdaController",
     "PIPES",
+    "grid_sample_reflect",
     "make_generator",
 ]
 
@@ -261,6 +264,53 @@ def _mirror_index(i: torch.Tensor, size: int) -> torch.Tensor:
     """
     i = torch.remainder(i, 2 * size)
     return torch.where(i >= size, 2 * size - 1 - i, i)
+
+
+def grid_sample_reflect(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling with mirrored borders, in plain differentiable torch ops.
+
+    Same result as ``F.grid_sample(images, grid, mode='bilinear', padding_mode='reflection',
+    align_corners=False)``: ``images [N, C, H, W]``, ``grid [N, Ho, Wo, 2]`` holding
+    ``(x, y)`` in ``[-1, 1]`` over the pixels' outer edges (values outside mirror back
+    in, at any distance) -> ``[N, C, Ho, Wo]``.
+
+    Why not ``F.grid_sample`` itself: lazy R1 differentiates through the pipe's
+    backward, i.e. needs the derivative of ``aten::grid_sampler_2d_backward``, which
+    torch 2.11 with CUDA does not implement ("derivative for
+    aten::grid_sampler_2d_backward is not implemented"), and we support torch >= 2.11.
+    Built from floor, ``gather`` and arithmetic, autograd differentiates this to any
+    order, in the images and in the grid, on every device and torch version; CPU and
+    GPU run the same code.
+
+    Reflection then bilinear interpolation equals bilinear interpolation of the
+    symmetrically extended image (``... p1 p0 | p0 p1 ... | p[W-1] p[W-2] ...``), so the
+    four integer neighbours are folded back with :func:`_mirror_index` and blended with
+    the usual weights. Coordinates are computed in the grid's dtype (pass float64 for
+    exact pixel positions); the weights are then cast to the images' dtype.
+    Memory: four gathered ``[N, C, Ho*Wo]`` tensors and their ``[N, 1, Ho*Wo]`` indices.
+    """
+    assert images.ndim == 4 and grid.ndim == 4 and grid.shape[-1] == 2, (images.shape, grid.shape)
+    assert grid.shape[0] == images.shape[0], (images.shape, grid.shape)
+    N, C, H, W = images.shape
+    _, Ho, Wo, _ = grid.shape
+    # Normalised -> pixel coordinates (align_corners=False: -1 and 1 are the outer edges).
+    px = ((grid[..., 0] + 1) * W - 1) / 2                                  # [N, Ho, Wo]
+    py = ((grid[..., 1] + 1) * H - 1) / 2
+    x0f, y0f = torch.floor(px), torch.floor(py)
+    fx = (px - x0f).to(images.dtype).reshape(N, 1, Ho * Wo)                # [N, 1, Ho*Wo] in [0, 1)
+    fy = (py - y0f).to(images.dtype).reshape(N, 1, Ho * Wo)
+    x0, y0 = x0f.long(), y0f.long()
+    xs = (_mirror_index(x0, W), _mirror_index(x0 + 1, W))
+    ys = (_mirror_index(y0, H) * W, _mirror_index(y0 + 1, H) * W)
+    flat = images.reshape(N, C, H * W)
+
+    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        index = (yi + xi).reshape(N, 1, Ho * Wo).expand(N, C, Ho * Wo)     # a view, not a copy
+        return flat.gather(2, index)                                       # [N, C, Ho*Wo]
+
+    top = tap(ys[0], xs[0]) * (1 - fx) + tap(ys[0], xs[1]) * fx
+    bottom = tap(ys[1], xs[0]) * (1 - fx) + tap(ys[1], xs[1]) * fx
+    return (top * (1 - fy) + bottom * fy).reshape(N, C, Ho, Wo)
 
 
 # ----------------------------------------------------------------------------
@@ -565,7 +615,7 @@ class AugmentPipe(torch.nn.Module):
         M = L // 2 - 1                       # extra output samples per side for the downsampling filter
         # Mirrored margin kept around the image: at least the 3 pixels the extra samples
         # reach, and a quarter of the image so that typical shifts see a true mirror
-        # image; farther out grid_sample folds the padded image back (still seamless).
+        # image; farther out the sampler folds the padded image back (still seamless).
         ey, ex = max(M // 2 + 1, H // 4), max(M // 2 + 1, W // 4)
         r = L // 4 + 1                       # reach of the upsampling filter, in input pixels
         iy = _mirror_index(torch.arange(-ey - r, H + ey + r, device=x.device), H)
@@ -590,12 +640,12 @@ class AugmentPipe(torch.nn.Module):
         pos = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())])  # [3, Ho*Wo]
         src = G @ pos                                                      # [n, 3, Ho*Wo] centered input pixels
         # The upsampled image spans input pixels [-ex - 0.5, W + ex - 0.5]; with
-        # align_corners=False its edges are -1 and 1. Beyond them grid_sample mirrors.
+        # align_corners=False its edges are -1 and 1. Beyond them the sampler mirrors.
+        # The grid stays float64 so that positions are exact whatever the image dtype.
         gx = (2 * (src[:, 0] + cx + ex) + 1) / (W + 2 * ex) - 1
         gy = (2 * (src[:, 1] + cy + ey) + 1) / (H + 2 * ey) - 1
-        grid = torch.stack([gx, gy], dim=-1).reshape(n, yy.shape[0], yy.shape[1], 2).to(x.dtype)
-        warped = F.grid_sample(up, grid, mode="bilinear", padding_mode="reflection",
-                               align_corners=False)                        # [n, C, 2H+2M, 2W+2M]
+        grid = torch.stack([gx, gy], dim=-1).reshape(n, yy.shape[0], yy.shape[1], 2)  # [n, Ho, Wo, 2]
+        warped = grid_sample_reflect(up, grid)                             # [n, C, 2H+2M, 2W+2M]
         out = upfirdn2d(warped, f, down=2, flip_filter=True, impl=self.impl)  # [n, C, H, W]
         assert out.shape == x.shape, (out.shape, x.shape)
         return out
