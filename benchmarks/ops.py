@@ -22,21 +22,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from gan.ops import activation_funcs, bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from _common import git_sha  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def channels(res: int) -> int:

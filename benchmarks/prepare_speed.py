@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import click
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from _common import git_sha  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 @click.command()

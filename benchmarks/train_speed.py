@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,18 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads  # noqa: E402
 from gan.networks import NetworkConfig, build_discriminator, build_generator  # noqa: E402
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-        sha = out.stdout.strip()
-        if sha:
-            return sha
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
+from _common import git_sha  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main() -> None:

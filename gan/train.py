@@ -274,18 +274,21 @@ def _grid_setup(dataset, cfg: RunConfig, device: torch.device):
     cols, rows = cfg.train.grid
     n = cols * rows
     labels = dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)  # [n_img, c_dim]
+    g = torch.Generator().manual_seed(cfg.train.seed)
+    # A seeded shuffle: archives are sorted by source path, so the first images are often
+    # all of one person; a random sample shows the data's variety.
+    order = torch.randperm(len(dataset.names), generator=g)  # [n_img]
     if cfg.data.cond:
         uniq, inverse = torch.unique(labels, dim=0, return_inverse=True)
-        groups = [torch.nonzero(inverse == k).flatten().tolist() for k in range(len(uniq))]
+        groups = [order[inverse[order] == k].tolist() for k in range(len(uniq))]
         idx = []
         for r in range(rows):  # row r: class r % K, the next unused images of that class
             grp = groups[r % len(groups)]
             idx += [grp[((r // len(groups)) * cols + col) % len(grp)] for col in range(cols)]
     else:
-        idx = [i % len(dataset.names) for i in range(n)]
+        idx = [int(order[i % len(order)]) for i in range(n)]
     reals = torch.stack([dataset[i][0] for i in idx])  # [n, C, H, W] uint8
     c = labels[idx].to(device)  # [n, c_dim]
-    g = torch.Generator().manual_seed(cfg.train.seed)
     z = torch.randn([n, cfg.network.z_dim], generator=g).to(device)  # [n, z_dim]
     return reals, z, c
 
