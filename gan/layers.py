@@ -29,7 +29,7 @@ and resampling through :mod:`gan.ops.upfirdn2d`, so compiled kernels change no c
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,10 @@ __all__ = [
 
 #: The binomial FIR filter of StyleGAN/StyleGAN2 resampling, 1-D taps before normalization.
 DEFAULT_FILTER: tuple[int, ...] = (1, 3, 3, 1)
+
+#: ``(layer key, n, resolution) -> noise [n, 1, R, R]``: where a synthesis layer's random noise
+#: comes from when the caller, not the global RNG, decides it (see :class:`SynthesisLayer`).
+NoiseSource = Callable[[str, int, int], torch.Tensor]
 
 
 def check_shape(t: torch.Tensor, shape: Sequence[Optional[int]], what: str) -> None:
@@ -364,6 +368,7 @@ class SynthesisLayer(torch.nn.Module):
         self.resolution = resolution
         self.up = up
         self.use_noise = use_noise
+        self.noise_key = f"noise{resolution}" + ("up" if up > 1 else "")  # unique per layer of a generator
         self.activation = activation
         self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)), persistent=False)
@@ -377,11 +382,13 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
-                gain: float = 1.0) -> torch.Tensor:
+                gain: float = 1.0, noise_source: Optional[NoiseSource] = None) -> torch.Tensor:
         """``x`` ``[N, C_in, R / up, R / up]``, ``w`` ``[N, w_dim]`` -> ``[N, C_out, R, R]``.
 
         ``noise_mode``: ``'random'`` (fresh noise, training), ``'const'`` (the stored
-        draw, reproducible images) or ``'none'``.
+        draw, reproducible images) or ``'none'``. With ``'random'``, ``noise_source`` (if
+        given) supplies the noise instead of the global RNG: the trainer draws it from
+        (seed, cur_nimg, phase) for the whole global batch and hands each rank its rows.
         """
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode={noise_mode!r}; choose 'random', 'const' or 'none'")
@@ -391,7 +398,11 @@ class SynthesisLayer(torch.nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+            if noise_source is not None:
+                noise = noise_source(self.noise_key, x.shape[0], self.resolution)
+                check_shape(noise, [x.shape[0], 1, self.resolution, self.resolution], f"{self.noise_key} noise")
+            else:
+                noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
             noise = noise * self.noise_strength  # [N, 1, R, R]
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength  # [R, R]

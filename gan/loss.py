@@ -26,20 +26,18 @@ and restored: :class:`StepRandom` derives a fresh ``torch.Generator`` for every
 the CPU (so CPU and GPU runs draw the same numbers) and hands each rank its rows.
 z, labels, mixing cutoffs and latents, augmentation parameters and path-length noise
 are all drawn that way, so a resumed run, or the same run on another number of
-ranks, sees the same numbers. The per-pixel noise inputs of the synthesis network are
-drawn inside the network from the global RNG; :meth:`StepRandom.noise_rng` seeds it
-from ``(seed, cur_nimg, phase, rank)`` for the duration of the forward pass, which is
-exact for one rank and for resume, but gives other noise for another world size (a
-``noise`` argument of the synthesis network would fix that; see the scale-out issue).
+ranks, sees the same numbers. The per-pixel noise inputs of the synthesis network come
+from :meth:`StepRandom.noise` (passed as the network's ``noise_source``): drawn for the
+global batch from ``(seed, cur_nimg, phase, layer)`` on the training device (full-size
+noise is too large to copy from the host every step) and sliced per rank.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import math
-from typing import Iterator, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -156,15 +154,18 @@ class StepRandom:
         n = global_batch // self.world_size
         return params[self.rank * n:(self.rank + 1) * n]
 
-    @contextlib.contextmanager
-    def noise_rng(self, stream: str = "noise") -> Iterator[None]:
-        """Seed the global RNG (CPU and the current CUDA device) from this step for the block,
-        then restore it, so the synthesis network's noise inputs are reproducible."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type="cuda"):
-            seed = self.stream_seed(stream, rank=self.rank)
-            torch.manual_seed(seed)
-            yield
+    def noise(self, key: str, n: int, resolution: int) -> torch.Tensor:
+        """Noise inputs of one synthesis layer (a :data:`gan.layers.NoiseSource`): N(0, 1)
+        ``[n, 1, R, R]``, this rank's rows of a draw for the global batch ``n * world_size``.
+
+        Drawn on ``device`` with a generator seeded from (seed, cur_nimg, phase, key), so no
+        host-to-device copy of full-resolution noise slows a GPU step; the numbers then depend
+        on the device type (CPU or CUDA), never on the world size or on saved RNG state.
+        """
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.stream_seed(key))
+        full = torch.randn([n * self.world_size, 1, resolution, resolution], generator=g, device=self.device)
+        return full[self.rank * n:(self.rank + 1) * n]
 
 
 # ----------------------------------------------------------------------------
@@ -203,8 +204,7 @@ class StyleGAN2Loss:
             z2 = rnd.randn("mix_z", [global_batch, z.shape[1]])  # [n, z_dim]
             ws2 = G.mapping(z2, c, update_w_avg=False)  # [n, num_ws, w_dim]
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)  # [n, num_ws, w_dim]
-        with rnd.noise_rng():
-            img = G.synthesis(ws)  # [n, C, R, R]
+        img = G.synthesis(ws, noise_source=rnd.noise)  # [n, C, R, R]
         return img, ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor, rnd: StepRandom, stream: str,

@@ -37,6 +37,7 @@ from gan.layers import (
     EqualizedConv2d,
     FullyConnected,
     MinibatchStd,
+    NoiseSource,
     SynthesisLayer,
     ToRGB,
     check_shape,
@@ -257,7 +258,8 @@ class SynthesisBlock(torch.nn.Module):
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: str = "random", force_fp32: bool = False, force_fp16: bool = False,
-                fused_modconv: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                fused_modconv: Optional[bool] = None,
+                noise_source: Optional[NoiseSource] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[N, C_in, R/2, R/2]`` (None for the first), ``img`` ``[N, C_img, R/2, R/2]`` (or None),
         ``ws`` ``[N, num_conv + 1, w_dim]`` -> (``x`` ``[N, C_out, R, R]``, ``img`` ``[N, C_img, R, R]`` float32).
         """
@@ -271,13 +273,16 @@ class SynthesisBlock(torch.nn.Module):
 
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
-            x = self.conv(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                          noise_source=noise_source)
         else:
             check_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2],
                          f"SynthesisBlock@{self.resolution} x")
             x = x.to(dtype)
-            x = self.conv_up(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)  # [N, C, R, R]
-            x = self.conv(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv_up(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                             noise_source=noise_source)  # [N, C, R, R]
+            x = self.conv(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                          noise_source=noise_source)
 
         if img is not None:
             check_shape(img, [None, self.img_channels, self.resolution // 2, self.resolution // 2],
@@ -323,8 +328,11 @@ class SynthesisNetwork(torch.nn.Module):
         return [getattr(self, f"block{res}") for res in self.block_resolutions]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
-                force_fp16: bool = False, fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        """``ws`` ``[N, num_ws, w_dim]`` -> ``[N, img_channels, R, R]`` float32 (about [-1, 1] once trained)."""
+                force_fp16: bool = False, fused_modconv: Optional[bool] = None,
+                noise_source: Optional[NoiseSource] = None) -> torch.Tensor:
+        """``ws`` ``[N, num_ws, w_dim]`` -> ``[N, img_channels, R, R]`` float32 (about [-1, 1] once trained).
+
+        ``noise_source``: see :class:`gan.layers.SynthesisLayer` (the trainer's stateless noise)."""
         check_shape(ws, [None, self.num_ws, self.w_dim], "SynthesisNetwork ws")
         ws = ws.to(torch.float32)
         x = img = None
@@ -333,7 +341,7 @@ class SynthesisNetwork(torch.nn.Module):
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)  # [N, num_conv + 1, w_dim]
             w_idx += block.num_conv
             x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32,
-                           force_fp16=force_fp16, fused_modconv=fused_modconv)
+                           force_fp16=force_fp16, fused_modconv=fused_modconv, noise_source=noise_source)
         return img
 
 

@@ -47,7 +47,7 @@ class LinearG(torch.nn.Module):
                 return z[:, None, :].repeat(1, G.num_ws, 1) * G.s  # [N, num_ws, z_dim]
 
         class Synthesis(torch.nn.Module):
-            def forward(self, ws):
+            def forward(self, ws, noise_source=None):  # a linear G has no noise inputs
                 return (ws.flatten(1) @ G.A.T).reshape(-1, *G.shape)  # [N, C, H, W]
 
         self.mapping, self.synthesis = Mapping(), Synthesis()
@@ -95,17 +95,36 @@ def test_step_random_slices_the_global_batch_per_rank():
     assert torch.equal(aug.uniform, _rnd("Dmain").augment_params("aug_real", 8).uniform[4:])
 
 
-def test_noise_rng_makes_global_draws_reproducible_and_restores_the_rng():
+def test_synthesis_noise_is_stateless_and_sliced_per_rank():
     torch.manual_seed(0)
     before = torch.random.get_rng_state()
-    with _rnd("Gmain").noise_rng():
-        a = torch.randn(5)
-    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
-    with _rnd("Gmain").noise_rng():
-        b = torch.randn(5)
-    with _rnd("Gmain", 8).noise_rng():
-        c = torch.randn(5)
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    a = _rnd("Gmain").noise("noise8up", 4, 8)  # [4, 1, 8, 8]
+    assert a.shape == (4, 1, 8, 8)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is not used
+    assert torch.equal(a, _rnd("Gmain").noise("noise8up", 4, 8))
+    assert not torch.equal(a, _rnd("Gmain", 8).noise("noise8up", 4, 8))
+    assert not torch.equal(a, _rnd("Gmain").noise("noise8", 4, 8))
+    halves = [_rnd("Gmain", rank=r, world_size=2).noise("noise8up", 2, 8) for r in range(2)]
+    assert torch.equal(torch.cat(halves), a)
+
+
+def test_generator_images_do_not_depend_on_the_world_size():
+    from gan.networks import NetworkConfig, build_generator
+
+    torch.manual_seed(0)
+    G = build_generator(NetworkConfig(z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=8,
+                                      num_fp16_res=0))
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.data.fill_(0.5)  # noise must matter for the check to mean anything
+    z = torch.randn([4, 8])
+    ws = G.mapping(z, None, update_w_avg=False)
+    whole = G.synthesis(ws, noise_source=_rnd("Gmain").noise)
+    parts = [G.synthesis(ws[2 * r:2 * r + 2], noise_source=_rnd("Gmain", rank=r, world_size=2).noise)
+             for r in range(2)]
+    torch.testing.assert_close(torch.cat(parts), whole)
+    other = G.synthesis(ws, noise_source=_rnd("Gmain", 8).noise)
+    assert not torch.allclose(other, whole)
 
 
 def test_r1_penalty_of_a_linear_discriminator_is_gamma_half_norm_squared():
