@@ -17,7 +17,7 @@
 #   2. mtf-gan doctor: toolchain, cpp and cuda builds, parity self-tests
 #   3. the cuda parity tests (pytest -m cuda: fp32 and fp16 values, fp64 gradients)
 #   4. the ops benchmark on the GPU (ref vs cuda, fp32 and fp16) and on the CPU
-#   5. a few ticks of the mtf256 preset on synthetic data   [skipped until gan.train exists]
+#   5. a few ticks of the mtf256 preset on synthetic data (2 kimg, conditional, ADA fixed p=0.3)
 #   6. the FID feature-extraction rate                       [skipped until gan.metrics exists]
 # Everything goes to one log; the last lines summarise the status of each step.
 
@@ -64,14 +64,20 @@ main() {
     step bench-cuda 90 $PY benchmarks/ops.py --device cuda --res 64 128 --batch 8 --reps 10
     step bench-cpu 90 $PY benchmarks/ops.py --device cpu --res 64 --batch 4 --reps 3
 
-    # Later issues (trainer, metrics): these steps run only once their modules exist;
-    # their command lines are placeholders to adjust when those CLIs land.
-    if $PY -c "import gan.train" 2>/dev/null && [ -f configs/gan/mtf256.yaml ]; then
-        step train-ticks 150 $PY -m gan.cli train --config configs/gan/mtf256.yaml --synthetic --kimg 0.2 \
-            --set train.tick_kimg=0.05
-    else
-        skip train-ticks "gan.train or configs/gan/mtf256.yaml not present yet"
-    fi
+    # A few ticks of the mtf256 preset on synthetic 256-px faces (sec/kimg and memory are
+    # in the tick lines). ADA runs with a fixed p=0.3 so that R1 goes through the
+    # augmentations from the first step (torch 2.11's CUDA grid_sample had no double backward).
+    local tmp
+    tmp=$(mktemp -d)
+    step train-ticks 240 bash -c "
+        set -e
+        mtf() { $PY -c 'from gan.cli import main; main()' \"\$@\"; }
+        mtf synth --out $tmp/faces --layout noncurated --people 16 --per-person 8 --resolution 256 --no-progress
+        mtf prepare $tmp/faces $tmp/faces.zip -r 256 --labels $tmp/faces/attributes.csv --label-column gender -j 8 --no-progress
+        mtf train --data $tmp/faces.zip --outdir $tmp/runs --config configs/gan/mtf256.yaml --cond --mirror \
+            --kimg 2 --set augment.mode=fixed --set augment.p=0.3 --set train.tick_kimg=0.5 --set train.snap_kimg=2 \
+            --no-progress
+        nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true"
     if $PY -c "import gan.metrics" 2>/dev/null; then
         step fid-rate 90 $PY -m gan.metrics --benchmark-features
     else

@@ -226,3 +226,7 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
                        noise_mode=noise_mode, grid=grid, interpolate_steps=interpolate_steps,
                        device=pick_device(device))
     click.echo(f"wrote {len(written)} PNG file(s) to {outdir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ stage "3/6 prepare the non-curated tree as a 32x32 training archive, labelled by
 mtf-gan prepare "$run/mtf-noncurated" "$run/mtf-noncurated-32.zip" --resolution 32 \
     --labels "$run/mtf-noncurated/attributes.csv" --label-column gender --workers 2 --no-progress
 
-stage "4/6 train the demo GAN preset, conditional on gender (CPU, about ${DEMO_KIMG:=10} kimg)"
+stage "4/6 train the demo GAN preset, conditional on gender (CPU, about ${DEMO_KIMG:=8} kimg)"
 mtf-gan train --data "$run/mtf-noncurated-32.zip" --outdir "$run/gan" \
     --config "$here/../configs/gan/demo.yaml" --cond --kimg "$DEMO_KIMG" --no-progress
 gan_run=$(ls -d "$run"/gan/00000-*)
