@@ -35,6 +35,19 @@ def shared_dir() -> Path:
     return Path(os.environ.get("MTF_SHARED_DIR", REPO.parent / "shared"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread: tiny tensors gain nothing from a second
+    thread, OpenMP spinning on a busy 2-core box makes them several times slower, and
+    bit-exact comparisons (resume) need a fixed reduction order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_noncurated(tmp_path_factory) -> Path:
     """``<root>/<person>/*.jpg`` + ``attributes.csv`` (file, person, race, gender, age)."""

@@ -12,15 +12,6 @@ from classify.models import MODELS, PAPER_MODELS, WeightsMissing, create_model, 
 from gan.util import UserError
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny inputs gain nothing from threads, and a busy 2-core CI box makes OpenMP spin 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_registry_model_trains_a_step_and_outputs_num_classes(name, one_thread):
     torch.manual_seed(0)

@@ -28,13 +28,8 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("classify-cache")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions gain little from a second thread, and on a busy CI box OpenMP spins."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small convolutions gain little from a second thread, and on a busy CI box OpenMP spins.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("task", ["gender", "race"])

@@ -12,7 +12,7 @@ import torch
 from gan.augment import PIPES, AdaController, AugmentConfig, AugmentPipe, grid_sample_reflect, make_generator
 from gan.config import ConfigError, from_dict
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 RES = 16
 

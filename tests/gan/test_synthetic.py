@@ -276,14 +276,6 @@ def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def learn_sets(tmp_path_factory, one_thread) -> tuple[Path, Path]:
     """A curated set to train on, and a set of other people (another seed) never trained on."""
     root = tmp_path_factory.mktemp("learn")

@@ -220,15 +220,7 @@ def _assert_states_equal(a: dict, b: dict) -> None:
         == {k: v for k, v in b["ada_stats"].items() if k != "last_rt"})
 
 
-@pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_resume_from_snapshot_is_bit_identical_and_seed_matters(prepared_archive, tmp_path, single_thread):
+def test_resume_from_snapshot_is_bit_identical_and_seed_matters(prepared_archive, tmp_path, one_thread):
     full = tmp_path / "full"
     train(_tiny_cfg(prepared_archive, 0.128), full, progress=False, console=False)
 
@@ -254,7 +246,7 @@ def test_resume_from_snapshot_is_bit_identical_and_seed_matters(prepared_archive
     assert not torch.equal(a["G_ema"]["synthesis.block32.conv.weight"], c["G_ema"]["synthesis.block32.conv.weight"])
 
 
-def test_resume_rejects_a_different_network(prepared_archive, tmp_path, single_thread):
+def test_resume_rejects_a_different_network(prepared_archive, tmp_path, one_thread):
     run = tmp_path / "a"
     train(_tiny_cfg(prepared_archive, 0.016, extra=("train.snap_kimg=0.016",)), run, progress=False, console=False)
     ckpt = list_checkpoints(run)[-1][1]
@@ -332,7 +324,7 @@ def test_resolution_not_a_power_of_two_is_a_clear_error(tmp_path, odd_archive):
 
 
 def test_non_finite_loss_stops_at_the_tick_and_keeps_the_last_checkpoint(prepared_archive, tmp_path, monkeypatch,
-                                                                         single_thread):
+                                                                         one_thread):
     from gan import loss as loss_mod
 
     real = loss_mod.StyleGAN2Loss.accumulate_gradients
