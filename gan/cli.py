@@ -228,5 +228,62 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
     click.echo(f"wrote {len(written)} PNG file(s) to {outdir}")
 
 
+@main.command("metrics")
+@click.option("--real", required=True, type=click.Path(exists=True), help="Prepared archive (zip) or image folder.")
+@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Checkpoint: fakes are drawn from its G_ema (seeds 0..num-1).")
+@click.option("--fake", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of fake images.")
+@click.option("--metrics", "metric_list", default="fid,kid", show_default=True, help="Comma list of fid, kid.")
+@click.option("--num", type=int, default=None, help="Fakes to draw (default: as many as the reals).")
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--trunc", type=float, default=1.0, show_default=True, help="Truncation psi (protocol: 1.0).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--inception-weights", type=click.Path(), default=None,
+              help="weights-inception-2015-12-05-6726825d.pth (default: torch's hub cache).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for metrics.jsonl (default: next to the checkpoint, or the current folder).")
+@click.option("--stats-cache", type=click.Path(file_okay=False), default=None,
+              help="Folder caching the real side's features (keyed by content, extractor and weights hash).")
+@friendly_errors
+def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: str, num: int | None, batch: int,
+                trunc: float, device: str, inception_weights: str | None, as_json: bool, out: str | None,
+                stats_cache: str | None) -> None:
+    """FID/KID between real images and a generator or a fake folder (torch-fidelity)."""
+    import json
+    from pathlib import Path
+
+    from gan.metrics import MissingWeightsError, compute_metrics
+
+    if (network is None) == (fake is None):
+        raise click.UsageError("pass exactly one of --network CKPT or --fake DIR")
+    names = tuple(m.strip() for m in metric_list.split(",") if m.strip())
+    try:
+        res = compute_metrics(real, network or fake, metrics=names, num=num, batch=batch, device=device,
+                              inception_weights=inception_weights, truncation_psi=trunc,
+                              cache_dir=stats_cache)
+    except MissingWeightsError as exc:
+        err = click.ClickException(str(exc))
+        err.exit_code = 2
+        raise err from None
+    common = {k: v for k, v in res.items() if k not in ("fid", "kid", "kid_std")}
+    common["fake"] = str(network or fake)
+    rows = [dict(metric=m, value=res[m], **common) for m in ("fid", "kid") if m in res]
+    if "kid" in res:
+        rows[-1]["std"] = res["kid_std"]
+    dest = Path(out) if out else (Path(network).parent if network else Path("."))
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "metrics.jsonl", "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            click.echo(f"{r['metric']:<5} {r['value']:.6g}   ({r['n_real']} real, {r['n_fake']} fake, "
+                       f"{r['resolution']} px, {r['seconds']} s)")
+        click.echo(f"appended {len(rows)} row(s) to {dest / 'metrics.jsonl'}")
+
+
 if __name__ == "__main__":
     main()
