@@ -136,3 +136,26 @@ def inception_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / INCEPTION_FILE
     torch.save(net.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_classifiers(tmp_path_factory, synthetic_curated) -> dict:
+    """The demo recipe's tiny CNN trained once per session on ``synthetic_curated`` for each
+    task: ``{task: Path to best.pt}`` (``metrics.json`` with the test confusion matrix sits
+    beside each). Read-only for tests."""
+    import torch
+
+    from classify import train as T
+
+    out = tmp_path_factory.mktemp("classifiers")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        paths = {}
+        for task in ("gender", "race", "age", "face_recognition"):
+            m = T.train(synthetic_curated, task, "tiny_cnn", "demo", out / task, cache_dir=out / "cache",
+                        progress=False, echo=False)
+            paths[task] = Path(m["run_dir"]) / "best.pt"
+    finally:
+        torch.set_num_threads(before)
+    return paths
