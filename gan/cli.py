@@ -26,7 +26,9 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
         except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+            err = click.ClickException(str(exc))
+            err.exit_code = getattr(exc, "exit_code", 1)  # 2 for missing weights files
+            raise err from None
 
     return wrapper
 
@@ -163,12 +165,17 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and G/D parameter counts, then exit.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set augment.mode=none (repeatable; wins over flags).")
+@click.option("--metrics", "metric_list", default=None, metavar="fid10k,kid10k",
+              help="Evaluate G_ema at every snapshot: fid<N>k / kid<N>k (N thousand fakes vs all reals), "
+                   "to metrics.jsonl and TensorBoard Metrics/<name>.")
+@click.option("--inception-weights", default=None, type=click.Path(dir_okay=False),
+              help="Inception file for --metrics (default: torch's hub cache).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @friendly_errors
 def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool | None, mirror: bool | None,
               kimg: float | None, batch: int | None, gamma: float | None, snap: float | None, seed: int | None,
               device: str | None, resume: str | None, dry_run: bool, overrides: tuple[str, ...],
-              progress: bool) -> None:
+              metric_list: str | None, inception_weights: str | None, progress: bool) -> None:
     """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/)."""
     import json
     from pathlib import Path
@@ -182,7 +189,8 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
         base = load_checkpoint(resume_path)["config"]
     flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
              "train.batch": batch, "loss.r1_gamma": gamma, "train.snap_kimg": snap, "train.seed": seed,
-             "train.device": device}
+             "train.device": device, "train.inception_weights": inception_weights,
+             "train.metrics": [m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else None}
     sets = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
     if base is None and config_path is None:
         data_path = data or T.load_run_config(None, sets).data.path
@@ -233,44 +241,51 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
 @click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Checkpoint: fakes are drawn from its G_ema (seeds 0..num-1).")
 @click.option("--fake", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of fake images.")
-@click.option("--metrics", "metric_list", default="fid,kid", show_default=True, help="Comma list of fid, kid.")
+@click.option("--metrics", "metric_list", default="fid,kid", show_default=True,
+              help="Comma list of fid, kid, is (Inception score), pr (precision/recall, VGG16).")
 @click.option("--num", type=int, default=None, help="Fakes to draw (default: as many as the reals).")
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--trunc", type=float, default=1.0, show_default=True, help="Truncation psi (protocol: 1.0).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--inception-weights", type=click.Path(), default=None,
               help="weights-inception-2015-12-05-6726825d.pth (default: torch's hub cache).")
+@click.option("--vgg-weights", type=click.Path(), default=None,
+              help="vgg16-397923af.pth for --metrics pr (default: torch's hub cache).")
+@click.option("--per-class", is_flag=True,
+              help="Also FID/KID per class of a conditional network, equal fake and real counts per class.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for metrics.jsonl (default: next to the checkpoint, or the current folder).")
 @click.option("--stats-cache", type=click.Path(file_okay=False), default=None,
-              help="Folder caching the real side's features (keyed by content, extractor and weights hash).")
+              help="Folder caching the real side's features (keyed by content, count, extractor and weights hash).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
 @friendly_errors
 def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: str, num: int | None, batch: int,
-                trunc: float, device: str, inception_weights: str | None, as_json: bool, out: str | None,
-                stats_cache: str | None) -> None:
-    """FID/KID between real images and a generator or a fake folder (torch-fidelity)."""
+                trunc: float, device: str, inception_weights: str | None, vgg_weights: str | None, per_class: bool,
+                as_json: bool, out: str | None, stats_cache: str | None, progress: bool) -> None:
+    """FID/KID/IS/precision-recall between real images and a generator or a fake folder (torch-fidelity).
+
+    Weights are never downloaded: a missing file stops with where to put it (exit status 2).
+    """
     import json
     from pathlib import Path
 
-    from gan.metrics import MissingWeightsError, compute_metrics
+    from gan.metrics import MissingWeightsError, PER_CLASS_NOTE, compute_metrics, result_rows
 
     if (network is None) == (fake is None):
         raise click.UsageError("pass exactly one of --network CKPT or --fake DIR")
-    names = tuple(m.strip() for m in metric_list.split(",") if m.strip())
+    if batch < 1 or (num is not None and num < 1):
+        raise click.BadParameter("--batch and --num must be >= 1")
+    names = tuple(m.strip().lower() for m in metric_list.split(",") if m.strip())
     try:
         res = compute_metrics(real, network or fake, metrics=names, num=num, batch=batch, device=device,
-                              inception_weights=inception_weights, truncation_psi=trunc,
-                              cache_dir=stats_cache)
+                              inception_weights=inception_weights, vgg_weights=vgg_weights, truncation_psi=trunc,
+                              cache_dir=stats_cache, per_class=per_class, progress=progress)
     except MissingWeightsError as exc:
         err = click.ClickException(str(exc))
         err.exit_code = 2
         raise err from None
-    common = {k: v for k, v in res.items() if k not in ("fid", "kid", "kid_std")}
-    common["fake"] = str(network or fake)
-    rows = [dict(metric=m, value=res[m], **common) for m in ("fid", "kid") if m in res]
-    if "kid" in res:
-        rows[-1]["std"] = res["kid_std"]
+    rows = result_rows({**res, "fake": str(network or fake)})
     dest = Path(out) if out else (Path(network).parent if network else Path("."))
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "metrics.jsonl", "a") as f:
@@ -280,8 +295,11 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
         click.echo(json.dumps(rows, indent=1))
     else:
         for r in rows:
-            click.echo(f"{r['metric']:<5} {r['value']:.6g}   ({r['n_real']} real, {r['n_fake']} fake, "
+            std = f" +- {r['std']:.3g}" if "std" in r else ""
+            click.echo(f"{r['metric']:<16} {r['value']:.6g}{std}   ({r['n_real']} real, {r['n_fake']} fake, "
                        f"{r['resolution']} px, {r['seconds']} s)")
+        if per_class:
+            click.echo(f"note: {PER_CLASS_NOTE}")
         click.echo(f"appended {len(rows)} row(s) to {dest / 'metrics.jsonl'}")
 
 

@@ -1,28 +1,41 @@
-"""FID and KID between a real source and a fake source, on top of torch-fidelity.
+"""FID, KID, IS and precision/recall between a real source and a fake source, on top of torch-fidelity.
 
 Why torch-fidelity: its ``inception-v3-compat`` extractor reproduces the TensorFlow
 Inception graph (including TF1's bilinear resize to 299 px), so numbers are comparable
-with the literature (FID: Heusel et al. 2017, "GANs trained by a two time-scale update
-rule"; KID: Binkowski et al. 2018, "Demystifying MMD GANs"). We only feed it images
-and call its ``features -> statistics -> metric`` functions; no Inception or Frechet
-code is written here.
+with the literature. We only feed it images and call its ``features -> statistics ->
+metric`` functions; no Inception, Frechet or kernel code is written here.
+
+* FID: Heusel et al. 2017, "GANs trained by a two time-scale update rule", eq. 6, on the
+  2048-d pool features.
+* KID: Binkowski et al. 2018, "Demystifying MMD GANs", unbiased MMD^2 with a cubic
+  polynomial kernel, mean and std over subsets (subset size clipped to the sample count).
+* IS: Salimans et al. 2016, on the fakes alone (Inception's 1008 logits, 10 splits).
+* Precision/recall: Kynkaanniemi et al. 2019, k-NN manifolds (k=3) of **VGG16** fc2
+  features (torch-fidelity's ``vgg16`` extractor with torchvision's ImageNet file
+  ``vgg16-397923af.pth``: a second weights file, found separately from Inception's).
 
 Protocol (recorded in every result row): G_ema, truncation 1.0 unless told otherwise,
 seeds ``0..num-1`` with z drawn exactly as ``mtf-gan generate`` draws them, labels of a
-conditional G drawn from the real archive's labels, the full real source as reference.
+conditional G drawn from the real archive's labels, the full real source as reference
+(images as ``prepare`` wrote them; the extractor resizes them itself). ``fid50k_full`` is
+50,000 fakes against all reals.
 
-The steps are exposed separately (``extract_features``, ``fid_statistics``,
-``fid_from_statistics``, ``kid_from_features``) so extraction can be sharded over ranks.
-Weights never download: they come from an explicit path or torch's hub cache, and when
-absent a :class:`MissingWeightsError` says where to put them.
+The steps are exposed separately (:func:`extract_features` / :func:`extract_many`,
+:func:`fid_statistics`, :func:`fid_from_statistics`, :func:`kid_from_features`,
+:func:`is_from_logits`, :func:`pr_from_features`) so extraction can be sharded over ranks
+and gathered before the metric. Weights never download: they come from an explicit path
+or torch's hub cache, and when absent a :class:`MissingWeightsError` says where to put them.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,48 +43,65 @@ import torch
 from gan.util import UserError
 
 __all__ = [
-    "INCEPTION_FILE", "INCEPTION_URL", "MissingWeightsError", "resolve_inception_weights", "sha256_file",
-    "load_inception", "iter_real_images", "iter_fake_images", "extract_features", "fid_statistics",
-    "fid_from_statistics", "kid_from_features", "compute_metrics", "source_fingerprint", "real_features",
-    "real_labels", "fake_labels",
+    "INCEPTION_FILE", "INCEPTION_URL", "VGG_FILE", "VGG_URL", "METRICS", "MissingWeightsError",
+    "resolve_inception_weights", "resolve_vgg_weights", "sha256_file", "load_inception", "load_vgg16",
+    "iter_real_images", "iter_fake_images", "extract_many", "extract_features", "fid_statistics",
+    "fid_from_statistics", "kid_from_features", "is_from_logits", "pr_from_features", "compute_metrics",
+    "evaluate_generator", "source_fingerprint", "real_features", "real_labels", "fake_labels",
+    "parse_training_metrics", "PER_CLASS_NOTE",
 ]
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
-FEATURE = "2048"  # pool3 features: what FID and KID use
+VGG_FILE = "vgg16-397923af.pth"
+VGG_URL = "https://download.pytorch.org/models/" + VGG_FILE
+POOL = "2048"              # Inception pool3 features: FID and KID
+LOGITS = "logits_unbiased"  # Inception logits: IS
+VGG_FEATURE = "fc2_relu"   # VGG16 fc2 after ReLU: precision/recall (torch-fidelity's default layer)
+METRICS = ("fid", "kid", "is", "pr")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+PER_CLASS_NOTE = ("per-class FID is biased upwards by the small per-class sample count (Binkowski et al. 2018, "
+                  "sec. 3): compare classes with equal counts only, and prefer per-class KID, which is unbiased")
 
 
 class MissingWeightsError(UserError):
-    """The Inception weights file is not on this machine (the CLI exits with status 2)."""
+    """A weights file is not on this machine (the CLI exits with status 2)."""
+
+    exit_code = 2
 
 
 def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_inception_weights(path: Optional[str | os.PathLike] = None) -> Path:
-    """The Inception weights file: ``path`` if given, else torch's hub cache.
-
-    Never downloads (the machines running this are often offline); raises
-    :class:`MissingWeightsError` with one paragraph naming the file, the cache path
-    and the public URL.
-    """
-    cache = _hub_checkpoints() / INCEPTION_FILE
+def _resolve(path: Optional[str | os.PathLike], filename: str, url: str, option: str, what: str) -> Path:
+    cache = _hub_checkpoints() / filename
     if path is not None:
         p = Path(path)
         if p.is_file():
             return p
-        where = f"--inception-weights {p} does not exist"
+        where = f"{option} {p} does not exist"
     elif cache.is_file():
         return cache
     else:
-        where = f"{INCEPTION_FILE} is not in torch's cache"
+        where = f"{filename} is not in torch's cache"
     raise MissingWeightsError(
-        f"Inception weights missing: {where}. FID/KID need the file {INCEPTION_FILE} (TensorFlow Inception "
-        f"converted by torch-fidelity); download it from {INCEPTION_URL} on a machine with internet and put it "
-        f"at {cache} (torch's hub cache, $TORCH_HOME/hub/checkpoints), or pass --inception-weights PATH."
+        f"{what} weights missing: {where}. This needs the file {filename}; download it from {url} on a machine "
+        f"with internet and put it at {cache} (torch's hub cache, $TORCH_HOME/hub/checkpoints), or pass "
+        f"{option} PATH. Nothing is downloaded at run time."
     )
+
+
+def resolve_inception_weights(path: Optional[str | os.PathLike] = None) -> Path:
+    """The Inception weights file (TensorFlow Inception converted by torch-fidelity):
+    ``path`` if given, else torch's hub cache. Never downloads; raises
+    :class:`MissingWeightsError` with one paragraph naming the file, the cache path and the URL."""
+    return _resolve(path, INCEPTION_FILE, INCEPTION_URL, "--inception-weights", "Inception (FID/KID/IS)")
+
+
+def resolve_vgg_weights(path: Optional[str | os.PathLike] = None) -> Path:
+    """torchvision's ImageNet VGG16 file for precision/recall, as :func:`resolve_inception_weights`."""
+    return _resolve(path, VGG_FILE, VGG_URL, "--vgg-weights", "VGG16 (precision/recall)")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -82,21 +112,36 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_inception(weights: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_inception(weights: str | os.PathLike, device: str | torch.device = "cpu",
+                   features: Sequence[str] = (POOL,)) -> torch.nn.Module:
     """torch-fidelity's ``inception-v3-compat`` extractor with local weights, on ``device``.
 
-    It takes uint8 ``[N, 3, H, W]`` and resizes to 299 px itself. ``cuda=False`` because
-    torch-fidelity's default ``cuda=True`` fails on machines without a GPU; we move it.
+    It takes uint8 ``[N, 3, H, W]`` and resizes to 299 px itself; it returns one tensor
+    per name in ``features`` (``"2048"`` pool, ``"logits_unbiased"``). ``cuda=False``
+    because torch-fidelity's default ``cuda=True`` fails on machines without a GPU; we
+    move it to ``device`` ourselves.
     """
     from torch_fidelity.utils import create_feature_extractor
 
-    fe = create_feature_extractor("inception-v3-compat", [FEATURE], cuda=False,
+    fe = create_feature_extractor("inception-v3-compat", list(features), cuda=False,
                                   feature_extractor_weights_path=str(weights), verbose=False)
     return fe.to(device)
 
 
+def load_vgg16(weights: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """torch-fidelity's ``vgg16`` extractor (fc2 after ReLU, 4096-d) with local weights."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    fe = create_feature_extractor("vgg16", [VGG_FEATURE], cuda=False, feature_extractor_weights_path=str(weights),
+                                  verbose=False)
+    return fe.to(device)
+
+
+# ---------------------------------------------------------------------------- image sources
+
+
 def _is_archive(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() == ".zip" or (path / "dataset.json").is_file()
+    return (path.is_file() and path.suffix.lower() == ".zip") or (path / "dataset.json").is_file()
 
 
 def _folder_files(path: Path) -> list[Path]:
@@ -112,6 +157,27 @@ def _load_png(path: Path) -> torch.Tensor:
     with Image.open(path) as img:
         arr = np.asarray(img.convert("RGB"))  # [H, W, 3] uint8, as torch-fidelity reads folders
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [3, H, W]
+
+
+def _count(source: Path) -> int:
+    if _is_archive(source):
+        from gan.dataset import ImageDataset
+
+        return len(ImageDataset(source).names)
+    return len(_folder_files(source))
+
+
+def _first_size(source: Path) -> tuple[int, int]:
+    """(width, height) of the source's first image, from its header (no decoding)."""
+    from PIL import Image
+
+    if _is_archive(source):
+        from gan.dataset import ImageDataset
+
+        _, h, w = ImageDataset(source).image_shape
+        return (w, h)
+    with Image.open(_folder_files(source)[0]) as img:
+        return img.size
 
 
 def iter_real_images(source: str | os.PathLike, num: Optional[int] = None) -> Iterator[torch.Tensor]:
@@ -140,11 +206,8 @@ def real_labels(source: str | os.PathLike) -> Optional[torch.Tensor]:
         return None
     from gan.dataset import ImageDataset
 
-    ds = ImageDataset(path, use_labels=True)
-    labels = [torch.as_tensor(np.asarray(ds[i][1]), dtype=torch.float32) for i in range(len(ds))]
-    if not labels or labels[0].numel() == 0:
-        return None
-    return torch.stack(labels)  # [N, c_dim]
+    labels = ImageDataset(path, use_labels=True).labels  # [N, c_dim]
+    return labels if labels.shape[0] and labels.shape[1] else None
 
 
 def fake_labels(labels: torch.Tensor, num: int, seed: int = 0) -> torch.Tensor:
@@ -155,32 +218,52 @@ def fake_labels(labels: torch.Tensor, num: int, seed: int = 0) -> torch.Tensor:
 
 
 def iter_fake_images(G: torch.nn.Module, num: int, labels: Optional[torch.Tensor] = None,
-                     truncation_psi: float = 1.0) -> Iterator[torch.Tensor]:
-    """uint8 ``[3, H, W]`` per seed ``0..num-1``, drawn as ``mtf-gan generate`` draws them.
+                     truncation_psi: float = 1.0, batch: int = 32, seeds: Optional[Sequence[int]] = None
+                     ) -> Iterator[torch.Tensor]:
+    """uint8 ``[3, H, W]`` for seeds ``0..num-1`` (or ``seeds``), z drawn as ``mtf-gan generate``
+    draws it, constant noise, G run ``batch`` seeds at a time.
 
     We call G ourselves (not torch-fidelity's conditional wrapper, which uses ``np.int``
     and fails under numpy 2). ``labels`` ``[num, c_dim]`` is required for a conditional G.
     """
-    from gan.generate import generate_images
+    from gan.generate import seed_z
+    from gan.train import images_to_uint8
 
-    if G.c_dim and (labels is None or labels.shape[0] < num):
+    seeds = list(range(num)) if seeds is None else list(seeds)
+    if G.c_dim and (labels is None or labels.shape[0] < len(seeds)):
         raise UserError("this network is conditional: the real source must be a labelled archive "
                         "(its labels give the class distribution of the fakes)")
-    for s in range(num):
-        c = labels[s: s + 1] if G.c_dim else torch.zeros([1, 0])
-        yield generate_images(G, [s], c, truncation_psi=truncation_psi)[0]
+    device = next(G.parameters()).device
+    for i in range(0, len(seeds), batch):
+        chunk = seeds[i: i + batch]
+        z = torch.cat([seed_z(s, G.z_dim) for s in chunk]).to(device)  # [B, z_dim]
+        c = labels[i: i + len(chunk)].to(device) if G.c_dim else torch.zeros([len(chunk), 0], device=device)
+        with torch.no_grad():
+            img = images_to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode="const"))  # [B, 3, H, W]
+        yield from img.cpu()
 
 
-def extract_features(images: Iterable[torch.Tensor], extractor: torch.nn.Module, batch: int = 64,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """float ``[N, 2048]`` Inception pool features of uint8 ``[3, H, W]`` images, in batches."""
-    out: list[torch.Tensor] = []
+# ---------------------------------------------------------------------------- features
+
+
+def extract_many(images: Iterable[torch.Tensor], extractors: Sequence[torch.nn.Module], batch: int = 64,
+                 device: str | torch.device = "cpu", total: Optional[int] = None, progress: bool = False,
+                 desc: str = "features") -> list[list[torch.Tensor]]:
+    """One pass over uint8 ``[3, H, W]`` images through several extractors (so fakes are
+    generated once for Inception and VGG). Returns, per extractor, one float tensor
+    ``[N, D]`` per feature it was built with."""
+    from tqdm import tqdm
+
+    outs: list[list[list[torch.Tensor]]] = [[] for _ in extractors]
     buf: list[torch.Tensor] = []
+    bar = tqdm(total=total, unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
 
     def flush() -> None:
         x = torch.stack(buf).to(device)  # [B, 3, H, W] uint8
         with torch.no_grad():
-            out.append(extractor(x)[0].detach().cpu())
+            for out, fe in zip(outs, extractors):
+                out.append([f.detach().float().cpu() for f in fe(x)])
+        bar.update(len(buf))
         buf.clear()
 
     for img in images:
@@ -191,15 +274,22 @@ def extract_features(images: Iterable[torch.Tensor], extractor: torch.nn.Module,
             flush()
     if buf:
         flush()
-    if not out:
+    bar.close()
+    if not outs or not outs[0]:
         raise UserError("no images to extract features from")
-    return torch.cat(out)  # [N, 2048]
+    return [[torch.cat(parts) for parts in zip(*out)] for out in outs]
+
+
+def extract_features(images: Iterable[torch.Tensor], extractor: torch.nn.Module, batch: int = 64,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """float ``[N, D]`` features (the extractor's first feature: Inception pool ``[N, 2048]``)."""
+    return extract_many(images, [extractor], batch, device)[0][0]
 
 
 def source_fingerprint(source: str | os.PathLike) -> str:
     """SHA-1 naming a real source's content: an archive's ``dataset.json`` (it lists every
-    image's SHA-1), or a folder's file list with sizes and mtimes (cheap, no decoding)."""
-    import json
+    image's SHA-1 and the resolution), or a folder's file list with sizes and mtimes
+    (cheap, no decoding)."""
     import zipfile
 
     path = Path(source)
@@ -216,22 +306,35 @@ def source_fingerprint(source: str | os.PathLike) -> str:
 
 
 def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_sha256: str, batch: int = 64,
-                  device: str | torch.device = "cpu", cache_dir: Optional[str | os.PathLike] = None) -> torch.Tensor:
-    """``[N, 2048]`` features of the whole real source, read from ``cache_dir`` when a file
-    for the same (content fingerprint, extractor, weights hash) exists; written atomically."""
+                  device: str | torch.device = "cpu", cache_dir: Optional[str | os.PathLike] = None,
+                  extractor_name: str = f"inception-v3-compat/{POOL}", num: Optional[int] = None,
+                  progress: bool = False) -> list[torch.Tensor]:
+    """Features ``[N, D]`` (one per extractor feature) of the real source (all of it, or the
+    first ``num``), read from ``cache_dir`` when a file for the same (content fingerprint,
+    count, first image's size, extractor and feature names, weights SHA-256) exists;
+    otherwise extracted and written atomically, so concurrent runs never see half a file."""
     from gan.util import atomic_path
 
+    def extract() -> list[torch.Tensor]:
+        total = _count(Path(real)) if num is None else num
+        return extract_many(iter_real_images(real, num), [extractor], batch, device, total=total,
+                            progress=progress, desc="real features")[0]
+
     if cache_dir is None:
-        return extract_features(iter_real_images(real), extractor, batch, device)
-    key = hashlib.sha1(f"{source_fingerprint(real)}|inception-v3-compat/{FEATURE}|{weights_sha256}".encode())
+        return extract()
+    key = hashlib.sha1("|".join([source_fingerprint(real), f"num={num or 'all'}", f"size={_first_size(Path(real))}",
+                                 extractor_name, weights_sha256]).encode())
     dest = Path(cache_dir) / f"real-features-{key.hexdigest()[:20]}.pt"
     if dest.is_file():
-        return torch.load(dest, weights_only=True)
-    feats = extract_features(iter_real_images(real), extractor, batch, device)
+        return list(torch.load(dest, weights_only=True))
+    feats = extract()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:
-        torch.save(feats, tmp)
+        torch.save(list(feats), tmp)
     return feats
+
+
+# ---------------------------------------------------------------------------- features -> metric
 
 
 def fid_statistics(features: torch.Tensor) -> dict:
@@ -253,47 +356,91 @@ def kid_from_features(feat_real: torch.Tensor, feat_fake: torch.Tensor, subset_s
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
     k = min(subset_size, feat_real.shape[0], feat_fake.shape[0])
+    if k < 2:
+        raise UserError(f"KID needs at least 2 images a side (got {feat_real.shape[0]} real, {feat_fake.shape[0]} fake)")
     r = kid_features_to_metric(feat_real, feat_fake, kid_subset_size=k, kid_subsets=subsets, verbose=False)
     return float(r[KEY_METRIC_KID_MEAN]), float(r[KEY_METRIC_KID_STD])
 
 
-def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: Sequence[str] = ("fid", "kid"),
-                    num: Optional[int] = None, batch: int = 64, device: str | torch.device = "cpu",
-                    inception_weights: Optional[str | os.PathLike] = None, truncation_psi: float = 1.0,
-                    cache_dir: Optional[str | os.PathLike] = None) -> dict:
-    """Metrics between ``real`` (archive or folder, all of it) and ``fake`` (a checkpoint
-    ``.pkl``/``.pt`` file, generated on the fly, or an image folder).
+def is_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """(IS mean, std) of ``[N, 1008]`` Inception logits of the fakes (splits clipped to N)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-    Returns ``{"fid": ..., "kid": ..., "kid_std": ..., "n_real", "n_fake", "resolution",
-    "weights_sha256", "kimg", "seconds"}``. ``num`` is the fake count (default: as many as
-    the reals, or all images of a fake folder). With ``cache_dir`` the real features are
-    cached there (see :func:`real_features`).
-    """
-    t0 = time.time()
-    bad = [m for m in metrics if m not in ("fid", "kid")]
-    if bad:
-        raise UserError(f"--metrics: {', '.join(bad)} not supported yet; choose from fid, kid")
-    weights = resolve_inception_weights(inception_weights)
-    fe = load_inception(weights, device)
-    weights_sha = sha256_file(weights)
-    feat_real = real_features(real, fe, weights_sha, batch, device, cache_dir)
-    fake_path = Path(fake)
-    kimg = None
-    if fake_path.is_file():
-        from gan.checkpoint import load_generator
+    r = isc_features_to_metric(logits, splits=max(1, min(splits, logits.shape[0])))
+    return float(r[KEY_METRIC_ISC_MEAN]), float(r[KEY_METRIC_ISC_STD])
 
-        G = load_generator(fake_path, device)
-        kimg = getattr(G, "cur_nimg", 0) / 1000
-        n = num if num is not None else feat_real.shape[0]
-        labels = real_labels(real) if G.c_dim else None
-        if labels is not None:
-            labels = fake_labels(labels, n)
-        fakes = iter_fake_images(G, n, labels, truncation_psi)
-    elif fake_path.is_dir():
-        files = _folder_files(fake_path)
-        fakes = (_load_png(f) for f in files[: num if num is not None else len(files)])
-    else:
-        raise UserError(f"--fake/--network {fake_path}: no such checkpoint file or image folder")
+
+def pr_from_features(feat_real: torch.Tensor, feat_fake: torch.Tensor, neighborhood: int = 3) -> dict:
+    """``{"precision", "recall", "f_score"}`` (Kynkaanniemi et al. 2019) of ``[N, D]`` VGG
+    features; precision asks how many fakes fall in the real manifold, recall the converse."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    n = min(feat_real.shape[0], feat_fake.shape[0])
+    if n <= neighborhood:
+        raise UserError(f"precision/recall needs more than {neighborhood} images a side (got {n})")
+    r = prc_features_to_metric(feat_fake, feat_real, prc_neighborhood=neighborhood, prc_batch_size=10000,
+                               save_cpu_ram=False, verbose=False)
+    return {k: float(r[k]) for k in ("precision", "recall", "f_score")}
+
+
+# ---------------------------------------------------------------------------- the evaluation
+
+
+@dataclass
+class _Extractors:
+    """The loaded extractors and what they feed (fakes need Inception logits only for IS)."""
+
+    inception: Optional[torch.nn.Module]
+    inception_sha: Optional[str]
+    vgg: Optional[torch.nn.Module]
+    vgg_sha: Optional[str]
+    want_is: bool
+
+
+def _load_extractors(metrics: Sequence[str], device, inception_weights, vgg_weights) -> _Extractors:
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        raise UserError(f"--metrics: {', '.join(bad) or '(none)'} unknown; choose from {', '.join(METRICS)}")
+    inc = inc_sha = vgg = vgg_sha = None
+    # Resolve every file first, so a missing one stops the run before any work.
+    inc_path = resolve_inception_weights(inception_weights) if {"fid", "kid", "is"} & set(metrics) else None
+    vgg_path = resolve_vgg_weights(vgg_weights) if "pr" in metrics else None
+    if inc_path is not None:
+        feats = (POOL, LOGITS) if "is" in metrics else (POOL,)
+        inc, inc_sha = load_inception(inc_path, device, feats), sha256_file(inc_path)
+    if vgg_path is not None:
+        vgg, vgg_sha = load_vgg16(vgg_path, device), sha256_file(vgg_path)
+    return _Extractors(inc, inc_sha, vgg, vgg_sha, "is" in metrics)
+
+
+def _class_groups(labels: torch.Tensor, names: Optional[Sequence[str]]) -> list[tuple[str, torch.Tensor]]:
+    """``(name, label row [c_dim])`` per distinct label vector of the reals (one per class
+    for one-hot labels; one per combination for several CSV columns)."""
+    rows = torch.unique(labels, dim=0)  # [G, c_dim]
+    out = []
+    for row in rows:
+        active = row.nonzero().flatten().tolist()
+        nm = [str(names[i]) if names and i < len(names) else str(i) for i in active]
+        out.append((active, "+".join(nm) or "none", row))
+    return [(nm, row) for _, nm, row in sorted(out, key=lambda t: t[0])]  # in class order
+
+
+def _evaluate(real: Path, fakes: Callable[[Optional[torch.Tensor], int], Iterator[torch.Tensor]], n_fake: int,
+              metrics: Sequence[str], ex: _Extractors, batch: int, device, cache_dir, progress: bool,
+              per_class: Optional[tuple[torch.Tensor, Optional[Sequence[str]]]] = None) -> dict:
+    """Metrics of ``fakes(None, n_fake)`` against all of ``real``; with ``per_class``
+    (the reals' labels ``[N, c_dim]`` and class names) also, per class, ``fakes(row, n_c)``
+    against the ``n_c`` reals of that class."""
+    names = [n for n, m in (("inception", ex.inception), ("vgg", ex.vgg)) if m is not None]
+    real_feats: dict[str, list[torch.Tensor]] = {}
+    if ex.inception is not None:
+        real_feats["inception"] = real_features(real, ex.inception, ex.inception_sha, batch, device, cache_dir,
+                                                extractor_name="inception-v3-compat/" + "+".join(
+                                                    ex.inception.features_list), progress=progress)
+    if ex.vgg is not None:
+        real_feats["vgg"] = real_features(real, ex.vgg, ex.vgg_sha, batch, device, cache_dir,
+                                          extractor_name=f"vgg16/{VGG_FEATURE}", progress=progress)
+    mods = [ex.inception if n == "inception" else ex.vgg for n in names]
     first: list[torch.Tensor] = []
 
     def remember(it: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -302,14 +449,154 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: S
                 first.append(img)
             yield img
 
-    feat_fake = extract_features(remember(fakes), fe, batch, device)
-    result: dict = {}
-    if "fid" in metrics:
-        result["fid"] = fid_from_statistics(fid_statistics(feat_real), fid_statistics(feat_fake))
-    if "kid" in metrics:
-        result["kid"], result["kid_std"] = kid_from_features(feat_real, feat_fake)
-    result.update(n_real=int(feat_real.shape[0]), n_fake=int(feat_fake.shape[0]),
-                  resolution=int(first[0].shape[-1]), resize="torch-fidelity TF1 bilinear to 299",
-                  weights_sha256=weights_sha, real=str(real), kimg=kimg, truncation_psi=truncation_psi,
-                  seconds=round(time.time() - t0, 3))
+    out = extract_many(remember(fakes(None, n_fake)), mods, batch, device, total=n_fake, progress=progress,
+                       desc="fake features")
+    fake_feats = dict(zip(names, out))
+    result = _metrics_of(real_feats, fake_feats, metrics)
+    result.update(n_real=int(next(iter(real_feats.values()))[0].shape[0]), n_fake=int(next(iter(fake_feats.values()))[0].shape[0]),
+                  resolution=int(first[0].shape[-1]))
+    if per_class is not None:
+        labels, class_names = per_class
+        result["per_class"] = {}
+        for name, row in _class_groups(labels, class_names):
+            mask = (labels == row).all(1)  # [N] reals of this class
+            n_c = int(mask.sum())
+            sub_real = {k: [f[mask] for f in v] for k, v in real_feats.items()}
+            out_c = extract_many(fakes(row, n_c), mods, batch, device, total=n_c, progress=progress,
+                                 desc=f"fakes {name}")
+            m = _metrics_of(sub_real, dict(zip(names, out_c)), [x for x in metrics if x in ("fid", "kid")])
+            result["per_class"][name] = {**m, "n_real": n_c, "n_fake": n_c}
+        result["per_class_note"] = PER_CLASS_NOTE
     return result
+
+
+def _metrics_of(real: dict, fake: dict, metrics: Sequence[str]) -> dict:
+    r: dict = {}
+    if "fid" in metrics:
+        r["fid"] = fid_from_statistics(fid_statistics(real["inception"][0]), fid_statistics(fake["inception"][0]))
+    if "kid" in metrics:
+        r["kid"], r["kid_std"] = kid_from_features(real["inception"][0], fake["inception"][0])
+    if "is" in metrics:
+        r["is"], r["is_std"] = is_from_logits(fake["inception"][1])
+    if "pr" in metrics:
+        r.update(pr_from_features(real["vgg"][0], fake["vgg"][0]))
+    return r
+
+
+def _row_info(result: dict, ex: _Extractors, real, truncation_psi: float, kimg, t0: float) -> dict:
+    result.update(resize="torch-fidelity TF1 bilinear to 299 (Inception) / 224 (VGG16)",
+                  weights_sha256=ex.inception_sha, vgg_weights_sha256=ex.vgg_sha, real=str(real), kimg=kimg,
+                  truncation_psi=truncation_psi, seconds=round(time.time() - t0, 3))
+    return result
+
+
+def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, metrics: Sequence[str] = ("fid", "kid"),
+                       num: Optional[int] = None, batch: int = 64, device: str | torch.device = "cpu",
+                       inception_weights: Optional[str | os.PathLike] = None,
+                       vgg_weights: Optional[str | os.PathLike] = None, truncation_psi: float = 1.0,
+                       cache_dir: Optional[str | os.PathLike] = None, per_class: bool = False,
+                       progress: bool = False, extractors: Optional[_Extractors] = None) -> dict:
+    """Metrics of a generator (already on ``device``, in eval mode) against ``real``.
+
+    ``num`` fakes (default: as many as the reals); a conditional G draws its labels from
+    the real archive's label distribution. ``per_class`` adds, for each class, FID/KID of
+    ``n_c`` fakes conditioned on it against the ``n_c`` reals of that class (equal counts).
+    ``extractors`` lets a training loop load the networks once.
+    """
+    t0 = time.time()
+    real = Path(real)
+    ex = extractors or _load_extractors(metrics, device, inception_weights, vgg_weights)
+    n = num if num is not None else _count(real)
+    labels = real_labels(real) if G.c_dim else None
+    if G.c_dim and labels is None:
+        raise UserError(f"{real}: this network is conditional, so the real source must be the labelled archive "
+                        "it was trained on (its labels give the fakes' class distribution)")
+    if per_class and not G.c_dim:
+        raise UserError("--per-class needs a conditional network (this one has no labels)")
+
+    def fakes(row: Optional[torch.Tensor], count: int) -> Iterator[torch.Tensor]:
+        if row is None:
+            c = fake_labels(labels, count) if labels is not None else None
+        else:
+            c = row.unsqueeze(0).expand(count, -1)
+        return iter_fake_images(G, count, c, truncation_psi, batch=min(batch, 32))
+
+    pc = (labels, getattr(G, "class_names", None)) if per_class else None
+    result = _evaluate(real, fakes, n, metrics, ex, batch, device, cache_dir, progress, pc)
+    return _row_info(result, ex, real, truncation_psi, getattr(G, "cur_nimg", 0) / 1000, t0)
+
+
+def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: Sequence[str] = ("fid", "kid"),
+                    num: Optional[int] = None, batch: int = 64, device: str | torch.device = "cpu",
+                    inception_weights: Optional[str | os.PathLike] = None, truncation_psi: float = 1.0,
+                    cache_dir: Optional[str | os.PathLike] = None, vgg_weights: Optional[str | os.PathLike] = None,
+                    per_class: bool = False, progress: bool = False) -> dict:
+    """Metrics between ``real`` (archive or folder, all of it) and ``fake`` (a checkpoint
+    file, generated on the fly from its G_ema, or an image folder read recursively).
+
+    Returns ``{"fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "f_score"}``
+    (those asked for) plus ``n_real``, ``n_fake``, ``resolution``, ``weights_sha256``,
+    ``kimg``, ``seconds`` and, with ``per_class``, ``per_class: {class: {...}}``. ``num``
+    is the fake count (default: as many as the reals, or all images of a fake folder).
+    With ``cache_dir`` the real features are cached there (see :func:`real_features`).
+    """
+    t0 = time.time()
+    fake_path = Path(fake)
+    if fake_path.is_file():
+        from gan.checkpoint import load_generator
+
+        ex = _load_extractors(metrics, device, inception_weights, vgg_weights)
+        G = load_generator(fake_path, device)
+        return evaluate_generator(G, real, metrics, num, batch, device, truncation_psi=truncation_psi,
+                                  cache_dir=cache_dir, per_class=per_class, progress=progress, extractors=ex)
+    if not fake_path.is_dir():
+        raise UserError(f"--fake/--network {fake_path}: no such checkpoint file or image folder")
+    if per_class:
+        raise UserError("--per-class needs --network (a conditional generator), not a fake image folder")
+    ex = _load_extractors(metrics, device, inception_weights, vgg_weights)
+    files = _folder_files(fake_path)[: num if num is not None else None]
+
+    def fakes(_row, count: int) -> Iterator[torch.Tensor]:
+        return (_load_png(f) for f in files[:count])
+
+    result = _evaluate(Path(real), fakes, len(files), metrics, ex, batch, device, cache_dir, progress)
+    return _row_info(result, ex, real, truncation_psi, None, t0)
+
+
+def result_rows(res: dict) -> list[dict]:
+    """One flat row per metric value (the ``metrics.jsonl`` format): ``metric``, ``value``
+    (plus ``std`` where there is one) and the protocol fields shared by every row."""
+    keys = ("fid", "kid", "is", "precision", "recall", "f_score")
+    common = {k: v for k, v in res.items() if k not in keys + ("kid_std", "is_std", "per_class")}
+    rows = []
+    for m in keys:
+        if m in res:
+            row = dict(metric=m, value=res[m], **common)
+            if f"{m}_std" in res:
+                row["std"] = res[f"{m}_std"]
+            rows.append(row)
+    for cls, r in (res.get("per_class") or {}).items():
+        for m in ("fid", "kid"):
+            if m in r:
+                row = dict(metric=f"{m}/{cls}", value=r[m], **{**common, "n_real": r["n_real"], "n_fake": r["n_fake"]})
+                if f"{m}_std" in r:
+                    row["std"] = r[f"{m}_std"]
+                rows.append(row)
+    return rows
+
+
+_TRAINING_METRIC = re.compile(r"^(fid|kid)(\d+)(k?)(_full)?$")
+
+
+def parse_training_metrics(names: Sequence[str]) -> list[tuple[str, str, int]]:
+    """``["fid10k", "kid5k"]`` -> ``[("fid10k", "fid", 10000), ...]``: the in-training metric
+    names. ``fid<N>k``/``kid<N>k`` are N thousand fakes against the full real archive (the
+    published ``fid50k_full``); ``fid<N>`` without ``k`` is N fakes, for quick checks."""
+    out = []
+    for raw in names:
+        m = _TRAINING_METRIC.match(raw.strip().lower())
+        if not m or int(m.group(2)) < 2:
+            raise UserError(f"train.metrics: {raw!r} is not a metric; use fid<N>k or kid<N>k (N thousand fakes, "
+                            "e.g. fid10k, kid5k) or fid<N> (N fakes, N >= 2)")
+        out.append((raw.strip().lower(), m.group(1), int(m.group(2)) * (1000 if m.group(3) else 1)))
+    return out

@@ -168,6 +168,12 @@ class Monitor:
             self._writer.flush()
         return stats
 
+    def scalar(self, name: str, value: float, step: int) -> None:
+        """Write one scalar to TensorBoard now (metrics computed at snapshots, not per tick)."""
+        if self._writer is not None:
+            self._writer.add_scalar(name, value, global_step=step)
+            self._writer.flush()
+
     def image(self, name: str, grid: np.ndarray, step: int) -> None:
         """Add a ``uint8 [H, W, C]`` image (a fakes grid) to TensorBoard under ``name``."""
         if self._writer is not None:

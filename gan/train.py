@@ -104,6 +104,9 @@ class TrainConfig:
     tf32: bool = False                  # allow TF32 matmuls/convs on Ampere+ GPUs (published: off)
     threads: Optional[int] = None       # torch CPU threads; null = torch's default (one per core)
     grid: tuple[int, int] = (8, 4)      # fakes grid: columns, rows
+    metrics: tuple[str, ...] = ()       # --metrics: fid<N>k / kid<N>k of G_ema at every snapshot
+    inception_weights: Optional[str] = None  # Inception file for metrics (null: torch's hub cache)
+    metrics_cache: Optional[str] = None      # real-feature cache (null: <outdir>/.metrics-cache)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -119,6 +122,12 @@ class TrainConfig:
             raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
         if min(self.grid) < 1:
             raise ValueError(f"train.grid={list(self.grid)} needs at least one column and row")
+        from gan.metrics import parse_training_metrics
+
+        try:
+            parse_training_metrics(self.metrics)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,10 @@ def check_config(cfg: RunConfig, dataset) -> None:
         pl_batch = t.batch // lc.pl_batch_shrink
         if pl_batch < 1:
             raise UserError(f"--batch {t.batch} is smaller than loss.pl_batch_shrink={lc.pl_batch_shrink}")
+    if t.metrics:
+        from gan.metrics import resolve_inception_weights
+
+        resolve_inception_weights(t.inception_weights)  # a missing file stops here, not after hours
 
 
 def describe(cfg: RunConfig, dataset_name: str) -> str:
@@ -448,6 +461,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
         _save_png(run_dir / "fakes_init.png", init)
         mon.image("Fakes", init, 0)
 
+    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics else None
+
     sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=t.batch, sampler=sampler, num_workers=cfg.data.workers,
@@ -573,12 +588,50 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
                 "stats": last_stats,
             })
             log.info("wrote %s and fakes-%s.png", last_ckpt.name, name)
+            if evaluator is not None:
+                evaluator(G_ema, cur_nimg, last_ckpt)
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
 
     bar.close()
     log.info("done: kimg %.3f in %s", cur_nimg / 1000, _format_time(time.time() - start_time))
     return {"run_dir": run_dir, "cur_nimg": cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
             "G": G, "D": D, "G_ema": G_ema}
+
+
+def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: monitor.Monitor):
+    """``evaluate(G_ema, cur_nimg, checkpoint)`` for ``train.metrics``: each ``fid<N>k`` /
+    ``kid<N>k`` of G_ema against the full training archive (the metrics protocol of
+    :mod:`gan.metrics`), one row per metric appended to ``metrics.jsonl`` and the value
+    sent to TensorBoard as ``Metrics/<name>`` at step ``cur_nimg``. Inception is loaded
+    once; the real features are extracted once and cached in ``train.metrics_cache``."""
+    import json
+
+    from gan import metrics as M
+
+    t = cfg.train
+    wanted = M.parse_training_metrics(t.metrics)
+    ex = M._load_extractors(tuple(sorted({kind for _, kind, _ in wanted})), device, t.inception_weights, None)
+    cache = Path(t.metrics_cache) if t.metrics_cache else run_dir.parent / ".metrics-cache"
+
+    def evaluate(G_ema: torch.nn.Module, cur_nimg: int, checkpoint: Path) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for num in sorted({n for _, _, n in wanted}):  # one set of fakes per count, shared by fid and kid
+            same = [(name, kind) for name, kind, n in wanted if n == num]
+            res = M.evaluate_generator(G_ema, cfg.data.path, tuple(kind for _, kind in same), num=num, batch=64,
+                                       device=device, cache_dir=cache, extractors=ex)
+            info = {k: v for k, v in res.items() if k not in ("fid", "kid", "kid_std")}
+            for name, kind in same:
+                row = {"metric": name, "value": res[kind], **({"std": res["kid_std"]} if kind == "kid" else {}),
+                       **info, "kimg": cur_nimg / 1000, "checkpoint": checkpoint.name}
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                mon.scalar(f"Metrics/{name}", res[kind], cur_nimg)
+                log.info("metric %s %.4g at kimg %.3f (%d fakes vs %d reals, %.1f s)", name, res[kind],
+                         cur_nimg / 1000, res["n_fake"], res["n_real"], res["seconds"])
+                values[name] = res[kind]
+        return values
+
+    return evaluate
 
 
 def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:

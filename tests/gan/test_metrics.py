@@ -36,14 +36,17 @@ def folders(tmp_path_factory):
 def test_metrics_equal_torch_fidelity_on_same_folders(folders, inception_weights, tmp_path, one_thread):
     import torch_fidelity
 
-    ours = M.compute_metrics(folders["noise"], folders["noise2"], inception_weights=inception_weights, batch=16)
+    ours = M.compute_metrics(folders["noise"], folders["noise2"], metrics=("fid", "kid", "is"),
+                             inception_weights=inception_weights, batch=16)
     ref = torch_fidelity.calculate_metrics(
-        input1=str(folders["noise"]), input2=str(folders["noise2"]), fid=True, kid=True, cuda=False,
+        input1=str(folders["noise2"]), input2=str(folders["noise"]), fid=True, kid=True, isc=True, cuda=False,
         feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception_weights),
         kid_subset_size=N, cache=False, cache_root=str(tmp_path), verbose=False, batch_size=16,
         save_cpu_ram=True)
     assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
     assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4, abs=1e-7)
+    # IS is of the fakes alone (torch-fidelity's input1)
+    assert ours["is"] == pytest.approx(ref["inception_score_mean"], rel=1e-4) and ours["is"] >= 1.0
     assert ours["n_real"] == ours["n_fake"] == N and ours["resolution"] == 32
 
 
@@ -148,3 +151,123 @@ def test_real_feature_cache_equal_reused_and_invalidated(folders, inception_weig
     (real / sorted(real.iterdir())[0].name).unlink()  # the source changes: the cache must not be reused
     third = M.compute_metrics(real, fake, cache_dir=cache, **kw)
     assert third["n_real"] == 11 and len(list(cache.glob("real-features-*.pt"))) == 2
+
+
+def test_inception_score_is_one_for_identical_predictions_and_k_for_k_confident_classes():
+    k, n = 10, 200
+    same = torch.zeros(n, 1008)
+    assert M.is_from_logits(same)[0] == pytest.approx(1.0, abs=1e-6)
+    confident = torch.full((n, 1008), -30.0)
+    confident[torch.arange(n), torch.arange(n) % k] = 30.0  # each image sure of one of k classes, evenly spread
+    mean, std = M.is_from_logits(confident, splits=1)
+    assert mean == pytest.approx(k, rel=1e-3) and std == 0.0
+
+
+def test_precision_recall_from_features_sees_missing_modes_and_off_manifold_fakes():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 16, generator=g)
+    same = M.pr_from_features(real, real.clone())
+    assert same["precision"] == same["recall"] == 1.0
+    far = M.pr_from_features(real, real + 100.0)  # fakes nowhere near the reals
+    assert far["precision"] == 0.0 and far["recall"] == 0.0
+    # mode collapse: fakes cover only the half of the reals with x0 > 0: precise, but half the recall
+    half = real[real[:, 0] > 0]
+    collapsed = M.pr_from_features(real, half[torch.randint(0, len(half), (300,), generator=g)] + 0.01)
+    assert collapsed["precision"] > 0.9 and 0.25 < collapsed["recall"] < 0.75
+    with pytest.raises(M.UserError, match="more than 3 images"):
+        M.pr_from_features(real[:3], real[:3])
+
+
+def test_vgg_weights_missing_for_pr_exits_2_naming_the_file(tmp_path, monkeypatch, folders, inception_weights):
+    from gan.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"]),
+                                    "--metrics", "fid,pr", "--inception-weights", str(inception_weights)])
+    assert res.exit_code == 2, res.output
+    assert M.VGG_FILE in res.output and M.VGG_URL in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"]),
+                                    "--metrics", "fid,fidd", "--inception-weights", str(inception_weights)])
+    assert res.exit_code != 0 and "fidd" in res.output and "choose from" in res.output
+
+
+def test_per_class_scores_use_equal_counts_and_condition_the_fakes(demo_run, prepared_archive, inception_weights,
+                                                                  tmp_path, monkeypatch, one_thread):
+    from gan.checkpoint import load_generator
+
+    labels = M.real_labels(prepared_archive)  # [96, 2] one-hot gender
+    counts = labels.sum(0).int().tolist()
+    seen: list[torch.Tensor] = []
+    orig = M.iter_fake_images
+
+    def spy(G, num, c=None, *a, **k):
+        seen.append(c.clone())
+        return orig(G, num, c, *a, **k)
+
+    monkeypatch.setattr(M, "iter_fake_images", spy)
+    G = load_generator(demo_run["checkpoint"])
+    res = M.evaluate_generator(G, prepared_archive, ("fid", "kid"), num=16, batch=48, per_class=True,
+                               inception_weights=inception_weights, cache_dir=tmp_path / "cache")
+    assert list(res["per_class"]) == list(G.class_names)  # in class order
+    for i, (name, r) in enumerate(res["per_class"].items()):
+        assert r["n_real"] == r["n_fake"] == counts[i]
+        assert np.isfinite(r["fid"]) and r["fid"] > 0 and np.isfinite(r["kid"])
+    # the overall fakes follow the reals' label mix; each class's fakes carry that class's one-hot only
+    assert seen[0].shape == (16, 2)
+    for i, c in enumerate(seen[1:]):
+        assert c.shape == (counts[i], 2) and bool((c.argmax(1) == i).all()) and bool((c.sum(1) == 1).all())
+    rows = M.result_rows(res)
+    assert {r["metric"] for r in rows} == {"fid", "kid"} | {f"{m}/{n}" for m in ("fid", "kid") for n in G.class_names}
+    assert "biased" in res["per_class_note"]
+    with pytest.raises(M.UserError, match="--per-class"):
+        M.compute_metrics(prepared_archive, tmp_path, per_class=True, inception_weights=inception_weights)
+
+
+def test_training_metrics_are_parsed_and_bad_names_rejected():
+    assert M.parse_training_metrics(["fid10k", "KID5k", "fid50k_full", "fid48"]) == [
+        ("fid10k", "fid", 10000), ("kid5k", "kid", 5000), ("fid50k_full", "fid", 50000), ("fid48", "fid", 48)]
+    for bad in ("is10k", "fid", "fid1", "fidk"):
+        with pytest.raises(M.UserError, match="fid<N>k"):
+            M.parse_training_metrics([bad])
+
+
+def test_training_with_metrics_writes_jsonl_rows_and_tensorboard_scalars(prepared_archive, inception_weights,
+                                                                        tmp_path, monkeypatch):
+    """Two snapshots with fid24,kid24: rows per snapshot in metrics.jsonl, Metrics/fid24 in
+    TensorBoard, and the real side extracted once (cached) for both snapshots and both metrics."""
+    from gan.checkpoint import checkpoint_name
+    from gan.train import load_run_config, train
+    from tests.conftest import DEMO_GAN_CONFIG
+
+    calls = []
+    orig = M.real_features
+    monkeypatch.setattr(M, "real_features", lambda *a, **k: calls.append(k.get("cache_dir")) or orig(*a, **k))
+    cfg = load_run_config(DEMO_GAN_CONFIG, [
+        f"data.path={json.dumps(str(prepared_archive))}", "train.kimg=0.032", "train.snap_kimg=0.016",
+        "train.tick_kimg=0.016", "train.batch=8", "train.metrics=[fid24, kid24]",
+        f"train.inception_weights={json.dumps(str(inception_weights))}"])
+    run = tmp_path / "00000-m"
+    train(cfg, run, progress=False, console=False)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["metric"], r["kimg"]) for r in rows] == [("fid24", 0.016), ("kid24", 0.016), ("fid24", 0.032),
+                                                        ("kid24", 0.032)]
+    assert all(r["n_fake"] == 24 and r["n_real"] == 96 and r["value"] > 0 for r in rows[::2])
+    assert rows[-1]["checkpoint"] == checkpoint_name(32)
+    cached = list((tmp_path / ".metrics-cache").glob("real-features-*.pt"))
+    assert len(cached) == 1 and len(calls) == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(run)).Reload()
+    assert [e.step for e in ev.Scalars("Metrics/fid24")] == [16, 32]
+    assert ev.Scalars("Metrics/kid24")[-1].value == pytest.approx(rows[-1]["value"], rel=1e-5)
+
+
+def test_training_with_metrics_but_no_weights_stops_before_the_run_folder(prepared_archive, tmp_path, monkeypatch):
+    from gan.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path / "runs"),
+                                    "--config", str(M.Path(__file__).parents[2] / "configs/gan/demo.yaml"),
+                                    "--metrics", "fid10k", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert M.INCEPTION_FILE in res.output and not (tmp_path / "runs").exists()
