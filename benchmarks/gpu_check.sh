@@ -18,7 +18,7 @@
 #   3. the cuda parity tests (pytest -m cuda: fp32 and fp16 values, fp64 gradients)
 #   4. the ops benchmark on the GPU (ref vs cuda, fp32 and fp16) and on the CPU
 #   5. a few ticks of the mtf256 preset on synthetic data (2 kimg, conditional, ADA fixed p=0.3)
-#   6. the FID feature-extraction rate                       [skipped until gan.metrics exists]
+#   6. the FID feature-extraction rate (benchmarks/fid_speed.py; needs torch-fidelity)
 # Everything goes to one log; the last lines summarise the status of each step.
 
 set -u
@@ -78,10 +78,10 @@ main() {
             --kimg 2 --set augment.mode=fixed --set augment.p=0.3 --set train.tick_kimg=0.5 --set train.snap_kimg=2 \
             --no-progress
         nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true"
-    if $PY -c "import gan.metrics" 2>/dev/null; then
-        step fid-rate 90 $PY -m gan.metrics --benchmark-features
+    if $PY -c "import torch_fidelity" 2>/dev/null; then
+        step fid-rate 150 $PY benchmarks/fid_speed.py --device cuda --n-real 2000 --n-fake 1000 --batch 128
     else
-        skip fid-rate "gan.metrics not present yet"
+        skip fid-rate "torch-fidelity not installed (pass WHEELS=... with its wheel)"
     fi
 
     echo

@@ -114,28 +114,10 @@ def inception_weights(tmp_path_factory) -> Path:
     """A random-weight Inception file (He init) with torch-fidelity's keys. Default init gives
     features ~0, which makes every metric degenerate; He init keeps activations alive.
     The file is named as the real one, so the real loading code is exercised."""
-    import torch
-    import torch_fidelity.feature_extractor_inceptionv3 as fi
-
     from gan.metrics import INCEPTION_FILE
+    from tests._weights import make_random_inception
 
-    class _NoLoad(fi.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *a, **k):  # skip the weights load in __init__
-            return None
-
-    orig = fi.load_state_dict_from_url
-    fi.load_state_dict_from_url = lambda *a, **k: {}
-    try:
-        torch.manual_seed(0)
-        net = _NoLoad("inception-v3-compat", ["2048"])
-    finally:
-        fi.load_state_dict_from_url = orig
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("weights") / INCEPTION_FILE
-    torch.save(net.state_dict(), path)
-    return path
+    return make_random_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
 
 
 @pytest.fixture(scope="session")
