@@ -54,7 +54,7 @@ from torch import nn
 from classify import dataset as D
 from classify.evaluate import classification_metrics, format_metrics, predict, write_metrics
 from classify.models import MODELS, PAPER_MODELS, WeightsMissing, create_model, weights_file
-from gan.config import from_dict, load_config, save_config, to_dict
+from gan.config import ConfigError, from_dict, load_config, save_config, to_dict
 from gan.util import UserError, atomic_path, atomic_write_text
 
 __all__ = [
@@ -192,18 +192,14 @@ class RunConfig:
 
 
 def resolve_recipe(recipe: str | os.PathLike) -> Path:
-    """A preset name (``notebook``, ``improved``, ``demo``) or a YAML path -> the YAML file."""
-    p = Path(recipe)
-    if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
-        if not p.is_file():
-            raise UserError(f"recipe: {p} does not exist; pass a YAML file or a preset name")
-        return p
-    preset = RECIPES_DIR / f"{recipe}.yaml"
-    if not preset.is_file():
-        have = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-        raise UserError(f"recipe: no preset {str(recipe)!r} in {RECIPES_DIR}; pass one of "
-                        f"{', '.join(have) or '(none found)'} or a YAML path")
-    return preset
+    """A preset name (``notebook``, ``improved``, ``demo``) or a YAML path -> the YAML file
+    (presets: the checkout's ``configs/classify`` or the installed copy)."""
+    from gan.config import find_preset
+
+    try:
+        return find_preset("classify", recipe)
+    except ConfigError as exc:
+        raise UserError(f"recipe: {exc}") from None
 
 
 def load_recipe(recipe: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:

@@ -274,6 +274,37 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def preset_dirs(kind: str) -> list[Path]:
+    """Where presets of ``kind`` (``gan``, ``classify``) live: the checkout's ``configs/<kind>``
+    (editable installs), then ``<prefix>/share/mtf-faces/configs/<kind>`` (where
+    ``pip install .`` puts them, through ``data_files`` in setup.cfg)."""
+    import sys
+
+    dirs = [Path(__file__).resolve().parents[1] / "configs" / kind]
+    for prefix in dict.fromkeys([sys.prefix, sys.base_prefix]):
+        dirs.append(Path(prefix) / "share" / "mtf-faces" / "configs" / kind)
+    return dirs
+
+
+def find_preset(kind: str, name: str | os.PathLike) -> Path:
+    """A YAML path as given, or a preset name (``demo``, ``mtf64``...) looked up in
+    :func:`preset_dirs`; a :class:`ConfigError` listing the presets when neither exists."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    if p.suffix.lower() in (".yaml", ".yml") and (len(p.parts) > 1 or p.exists()):
+        raise ConfigError(f"config file {p} does not exist; pass a YAML file or a preset name")
+    stem = p.stem if p.suffix.lower() in (".yaml", ".yml") else p.name
+    have: set[str] = set()
+    for d in preset_dirs(kind):
+        if (d / f"{stem}.yaml").is_file():
+            return d / f"{stem}.yaml"
+        if d.is_dir():
+            have.update(q.stem for q in d.glob("*.yaml"))
+    raise ConfigError(f"no {kind} preset {str(name)!r}: pass a YAML file or one of "
+                      f"{', '.join(sorted(have)) or '(no presets installed)'}")
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,

@@ -160,7 +160,7 @@ def test_recipes_load_and_reject_unknown_keys():
     assert not T.load_recipe("demo").uses_pretrained("tiny_cnn")
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         T.load_recipe("demo", ["train.epoch=3"])
-    with pytest.raises(Exception, match="no preset 'fast'.*demo, improved, notebook"):
+    with pytest.raises(Exception, match="no classify preset 'fast'.*demo, improved, notebook"):
         T.load_recipe("fast")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
@@ -124,3 +125,23 @@ def test_to_dict_is_plain_data():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Run().batch = 3  # type: ignore[misc]
+
+
+def test_presets_resolve_by_name_and_every_preset_is_installed_as_data_files():
+    import configparser
+
+    from gan.config import ConfigError, find_preset
+
+    repo = Path(__file__).resolve().parents[2]
+    assert find_preset("gan", "mtf64") == repo / "configs" / "gan" / "mtf64.yaml"
+    assert find_preset("classify", "demo.yaml") == repo / "configs" / "classify" / "demo.yaml"
+    with pytest.raises(ConfigError, match="mtf128.*mtf256|demo"):
+        find_preset("gan", "mtf999")
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_preset("gan", "some/dir/missing.yaml")
+    # a non-editable install has no checkout: setup.cfg must ship every preset
+    cfg = configparser.ConfigParser()
+    cfg.read(repo / "setup.cfg")
+    shipped = {f.strip() for v in cfg["options.data_files"].values() for f in v.replace("\n", ",").split(",") if f.strip()}
+    on_disk = {str(p.relative_to(repo)) for p in (repo / "configs").rglob("*.yaml")}
+    assert shipped == on_disk
