@@ -33,6 +33,16 @@ evaluated with ``best.pt``.
 :func:`baselines` trains every cell of a models x tasks grid into ``<outdir>/<task>/<model>``,
 skips cells that already hold ``metrics.json``, resumes cells that hold ``last.pt``, and
 writes ``results.csv`` and ``results.md`` with the paper's reported ConvNeXt-Base row.
+
+Several processes (``torchrun --nproc_per_node=N $(which mtf-classify) train ...``,
+:mod:`gan.distributed`): the model is wrapped in ``DistributedDataParallel`` and each
+process reads its share of every epoch through a ``DistributedSampler`` (seeded by
+``(seed, epoch)``), ``ceil(batch_size / N)`` images per step, so ``train.batch_size``
+stays the global batch (rounded up to a multiple of N). Training loss and accuracy
+are summed over processes and validation and test predictions are gathered, so every
+process takes the same early-stopping decision and the metrics cover the whole split;
+rank 0 alone decodes the image cache first and writes every file. Checkpoints are
+read back from the run folder, so multi-node runs need a shared file system.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ from torch import nn
 from classify import dataset as D
 from classify.evaluate import classification_metrics, format_metrics, predict, write_metrics
 from classify.models import MODELS, PAPER_MODELS, WeightsMissing, create_model, weights_file
+from gan import distributed as dist
 from gan.config import ConfigError, from_dict, load_config, save_config, to_dict
 from gan.util import UserError, atomic_path, atomic_write_text
 
@@ -387,6 +398,24 @@ class _Stats:
         self.tb.close()
 
 
+class _NullStats:
+    """What ranks other than 0 report to: nothing is written."""
+
+    def report(self, epoch: int, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _null_logger() -> logging.Logger:
+    log = logging.getLogger("classify.run.null")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
 def _logger(run_dir: Path, echo: bool) -> logging.Logger:
     log = logging.getLogger(f"classify.run.{run_dir.resolve()}")
     log.setLevel(logging.INFO)
@@ -434,12 +463,24 @@ def train(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     echo: bool = True,
+    dist_timeout: float = dist.DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task`` of the curated tree ``data`` into the run folder ``outdir``.
 
     ``recipe`` is a :class:`Recipe` or a preset name / YAML path (with ``overrides``).
-    Returns the test metrics (also in ``metrics.json``) plus ``run_dir``.
+    Returns the test metrics (also in ``metrics.json``) plus ``run_dir``. Under torchrun
+    every process calls this alike (``dist_timeout`` bounds each collective, in seconds).
     """
+    resolve_device(device)  # this package's message for a missing GPU
+    with dist.session(device, dist_timeout) as dev:
+        return _train_checked(data, task, model, recipe, outdir, overrides, dev, resume, weights, cache_dir,
+                              progress, echo)
+
+
+def _train_checked(data: str | os.PathLike, task: str, model: str, recipe: Recipe | str,
+                   outdir: str | os.PathLike, overrides: Sequence[str], dev: torch.device, resume: bool,
+                   weights: str | os.PathLike | None, cache_dir: str | os.PathLike | None, progress: bool,
+                   echo: bool) -> dict[str, Any]:
     task = D.canonical_task(task)
     if model not in MODELS:
         raise UserError(f"train: unknown --model {model!r}; pass one of {', '.join(MODELS)}")
@@ -467,17 +508,19 @@ def train(
     if recipe.data.input_size < spec.min_input:
         raise UserError(f"train: {model} needs inputs of at least {spec.min_input} px; "
                         f"--set data.input_size={spec.min_input} or more")
-    dev = resolve_device(device)
     pretrained = recipe.uses_pretrained(model) or weights is not None
     if pretrained:  # fail before scanning or decoding anything
         wf = Path(weights) if weights is not None else weights_file(model)
         if wf is None or not wf.is_file():
             create_model(model, 2, pretrained=True, weights=weights)  # raises WeightsMissing with the paragraph
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    log = _logger(run_dir, echo)
-    stats = _Stats(run_dir)
+    dist.barrier()  # every process has checked the folder before rank 0 writes into it
+    rank0 = dist.is_rank0()
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    log = _logger(run_dir, echo) if rank0 else _null_logger()
+    stats = _Stats(run_dir) if rank0 else _NullStats()
     try:
         return _train(cfg, run_dir, dev, resume, pretrained, weights, cache_dir, progress, log, stats)
     finally:
@@ -497,6 +540,13 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
     task_data = scan_for(cfg.data, cfg.task, r, classes=classes)
     for note in task_data.notes:
         log.info(note)
+    world, rank0 = dist.world_size(), dist.is_rank0()
+    if world > 1:  # rank 0 decodes the image cache; the others then read it
+        if rank0:
+            for split in ("train", "val", "test"):
+                D.cached_split(task_data.splits[split], r.data.cache_size, cache_dir or D.default_cache_dir(),
+                               name=f"{task_data.task}-{split}", strict=r.data.strict, progress=progress, log=log.info)
+        dist.barrier()
     counts = {s: len(v) for s, v in task_data.splits.items()}
     log.info(f"train: {cfg.model} on {cfg.task} ({len(task_data.classes)} classes) from {task_data.root}; "
              f"images train {counts['train']:,}, val {counts['val']:,}, test {counts['test']:,}; "
@@ -506,6 +556,9 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
     net = create_model(cfg.model, len(task_data.classes), pretrained=pretrained, weights=weights)
     channels_last = t.channels_last and dev.type == "cuda"
     net = net.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model = net
+    if world > 1:  # gradients averaged over processes in DDP's buckets, overlapped with backward
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
     opt = _optimizer(o, net)
     amp = t.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -516,7 +569,7 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
     start_epoch, best, best_epoch, bad, finished = 0, None, -1, 0, False
     train_seconds = 0.0
     if ckpt:
-        net.load_state_dict(ckpt["model"])
+        net.load_state_dict(ckpt["model"])  # every process loads it: the replicas start equal
         opt.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt and scaler.is_enabled():
             scaler.load_state_dict(ckpt["scaler"])
@@ -530,22 +583,24 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
         "recipe": to_dict(r), "input_size": r.data.input_size, "normalization": _normalization(r),
         "data": cfg.data,
     }
-    val_loader = make_loader(task_data, "val", r, cache_dir, train=False, progress=progress, log=log.info)
+    val_loader = _eval_loader(task_data, "val", r, cache_dir, progress, log)
     epoch = start_epoch
     while not finished and epoch < t.epochs:
         t0 = time.perf_counter()
-        torch.manual_seed(t.seed * 100_003 + epoch)  # augmentation draws of this epoch
-        loader = make_loader(task_data, "train", r, cache_dir, train=True, epoch=epoch, progress=progress, log=log.info)
+        torch.manual_seed(t.seed * 100_003 + epoch + 1_000_003 * dist.rank())  # augmentation draws of this epoch
+        loader = (make_loader(task_data, "train", r, cache_dir, train=True, epoch=epoch, progress=progress,
+                              log=log.info) if world == 1 else _sharded_train_loader(task_data, r, cache_dir, epoch))
         steps = len(loader)
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=not progress)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
+                   disable=not (progress and rank0))
         for i, (x, y) in enumerate(bar):
             for g in opt.param_groups:
                 g["lr"] = o.lr * lr_factor(o, epoch * steps + i, steps, t.epochs)
             x, y = prep(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True)  # [B, 3, H, W], [B]
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-                logits = net(x)  # [B, K]
+                logits = model(x)  # [B, K]
                 loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -555,8 +610,11 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        if world > 1:  # every process takes the same early-stopping decision
+            tot = dist.all_reduce_(torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64))
+            loss_sum, correct, seen = tot[0].item(), int(tot[1]), int(tot[2])
         train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
-        yv, pv, val_loss = predict(net, val_loader, dev, prep)
+        yv, pv, val_loss = _predict(net, val_loader, dev, prep)
         val_acc = float((yv == pv).mean()) if len(yv) else 0.0
         seconds = time.perf_counter() - t0
         train_seconds += seconds
@@ -579,20 +637,22 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
         es = {"mode": t.early_stop, "best": best, "best_epoch": best_epoch, "bad": bad, "finished": finished}
         common = {**base, "epoch": epoch, "model": state, "early_stop": es, "train_seconds": train_seconds,
                   "val_accuracy": val_acc, "train_loss": train_loss}
-        if improved:
+        if improved and rank0:
             _save(common, best_path)
-        _save({**common, "optimizer": opt.state_dict(), **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})},
-              last_path)
+        if rank0:
+            _save({**common, "optimizer": opt.state_dict(),
+                   **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}, last_path)
         epoch += 1
         if finished and bad >= t.patience and t.early_stop != "none":
             log.info(f"train: early stop after epoch {epoch}: no {t.early_stop} improvement for {t.patience} epochs "
                      f"(best at epoch {best_epoch + 1})")
 
+    dist.barrier()  # rank 0 has written best.pt
     best_ckpt = load_checkpoint(best_path)
     net.load_state_dict(best_ckpt["model"])
-    test_loader = make_loader(task_data, "test", r, cache_dir, train=False, progress=progress, log=log.info)
+    test_loader = _eval_loader(task_data, "test", r, cache_dir, progress, log)
     t0 = time.perf_counter()
-    y_true, y_pred, _ = predict(net, test_loader, dev, prep)
+    y_true, y_pred, _ = _predict(net, test_loader, dev, prep)
     test_seconds = time.perf_counter() - t0
     metrics = classification_metrics(y_true, y_pred, task_data.classes)
     metrics.update({
@@ -601,11 +661,78 @@ def _train(cfg: RunConfig, run_dir: Path, dev: torch.device, resume: bool, pretr
         "test_seconds": round(test_seconds, 3), "val_carved": task_data.val_carved, "device": str(dev),
         "pretrained": pretrained,
     })
-    write_metrics(metrics, run_dir, title=f"{cfg.model} / {cfg.task} (test, epoch {best_ckpt['epoch'] + 1})")
+    if world > 1:
+        metrics["processes"] = world
+    if rank0:
+        write_metrics(metrics, run_dir, title=f"{cfg.model} / {cfg.task} (test, epoch {best_ckpt['epoch'] + 1})")
     log.info(f"{cfg.task} / {cfg.model}: " + format_metrics(metrics))
     log.info(f"train: wrote {run_dir}/{{config.yaml, log.txt, stats.jsonl, best.pt, last.pt, metrics.json, "
              "per_class.csv, confusion.png}")
     return {**metrics, "run_dir": str(run_dir)}
+
+
+# ---------------------------------------------------------------------------- several processes
+
+
+def _sharded_train_loader(task_data: D.TaskData, recipe: Recipe, cache_dir: str | os.PathLike | None,
+                          epoch: int) -> Any:
+    """This process's share of an epoch: a ``DistributedSampler`` over the cached split,
+    shuffled by ``(seed, epoch)`` alike on every process, ``ceil(batch_size / N)`` per step."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    cached = D.cached_split(task_data.splits["train"], recipe.data.cache_size, cache_dir or D.default_cache_dir(),
+                            name=f"{task_data.task}-train", strict=recipe.data.strict)
+    ds = D.CachedImageDataset(cached, _transform(recipe, True))
+    sampler = DistributedSampler(ds, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True,
+                                 seed=recipe.train.seed)
+    sampler.set_epoch(epoch)
+    bs = -(-recipe.train.batch_size // dist.world_size())
+    share = len(sampler)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=bs, sampler=sampler, num_workers=recipe.data.workers,
+        drop_last=share > bs and share % bs == 1,  # a batch of 1 breaks BatchNorm
+        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+def _eval_loader(task_data: D.TaskData, split: str, recipe: Recipe, cache_dir: str | os.PathLike | None,
+                 progress: bool, log: logging.Logger) -> Any:
+    """The whole split alone; with several processes, images ``rank, rank + N, ...`` with their indices."""
+    if dist.world_size() == 1:
+        return make_loader(task_data, split, recipe, cache_dir, train=False, progress=progress, log=log.info)
+    cached = D.cached_split(task_data.splits[split], recipe.data.cache_size, cache_dir or D.default_cache_dir(),
+                            name=f"{task_data.task}-{split}", strict=recipe.data.strict)
+    ds = D.CachedImageDataset(cached)
+    idx = list(range(dist.rank(), len(ds), dist.world_size()))
+    return _IndexedShard(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx),
+                                                     batch_size=recipe.train.eval_batch_size), idx)
+
+
+class _IndexedShard:
+    """A loader of one process's evaluation shard, with the shard's indices in the split."""
+
+    def __init__(self, loader: Any, indices: list[int]) -> None:
+        self.loader, self.indices = loader, indices
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def _predict(net: nn.Module, loader: Any, dev: torch.device, prep: Callable[[torch.Tensor], torch.Tensor]):
+    """:func:`classify.evaluate.predict` over the whole split, gathered from every process's shard."""
+    import numpy as np
+
+    if not isinstance(loader, _IndexedShard):
+        return predict(net, loader, dev, prep)
+    y, p, mean_loss = predict(net, loader.loader, dev, prep)
+    n = len(y)
+    rows = torch.stack([torch.as_tensor(loader.indices, dtype=torch.int64), torch.as_tensor(y, dtype=torch.int64),
+                        torch.as_tensor(p, dtype=torch.int64)], dim=1)  # [n_r, 3]: index, label, prediction
+    rows = dist.all_gather_rows(rows)  # [N, 3]
+    tot = dist.all_reduce_(torch.tensor([mean_loss * n, float(n)], dtype=torch.float64))
+    order = torch.argsort(rows[:, 0])
+    rows = rows[order]
+    return rows[:, 1].numpy().astype(np.asarray(y).dtype), rows[:, 2].numpy().astype(np.asarray(p).dtype), \
+        float(tot[0] / max(float(tot[1]), 1.0))
 
 
 # ---------------------------------------------------------------------------- baselines grid
@@ -678,12 +805,14 @@ def baselines(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    dist_timeout: float = dist.DEFAULT_TIMEOUT_S,
 ) -> list[dict[str, Any]]:
     """Train and test every model x task cell into ``<outdir>/<task>/<model>``; resumable.
 
     A cell with ``metrics.json`` is finished and skipped; one with ``last.pt`` only is
     resumed. Missing ImageNet weights are reported for all models at once, before any
-    training. Returns the finished cells' metrics.
+    training. Returns the finished cells' metrics. Under torchrun the processes train
+    each cell together (one process group for the whole grid); rank 0 writes the tables.
     """
     tasks = [D.canonical_task(t) for t in tasks]
     bad = [m for m in models if m not in MODELS]
@@ -699,8 +828,20 @@ def baselines(
             except WeightsMissing as exc:
                 paragraphs.append(str(exc))
         raise WeightsMissing("\n\n".join(paragraphs))
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    resolve_device(device)
+    with dist.session(device, dist_timeout):
+        return _baselines(data, Path(outdir), models, tasks, rec, device, cache_dir, progress, echo)
+
+
+def _baselines(data: str | os.PathLike, out: Path, models: Sequence[str], tasks: Sequence[str], rec: Recipe,
+               device: str, cache_dir: str | os.PathLike | None, progress: bool,
+               echo: Callable[[str], None]) -> list[dict[str, Any]]:
+    rank0 = dist.is_rank0()
+    if not rank0:
+        echo = lambda msg: None  # noqa: E731
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     rows: list[dict[str, Any]] = []
     for task in tasks:
         for model in models:
@@ -712,12 +853,15 @@ def baselines(
                 echo(f"baselines: {task} / {model}: finished earlier ({m['accuracy']:.2%}), skipped")
             else:
                 resume = (cell / "last.pt").is_file()
-                if not resume:
+                dist.barrier()  # every process has looked at the cell before rank 0 clears it
+                if not resume and rank0:
                     _clear_unstarted(cell)
+                dist.barrier()
                 echo(f"baselines: {task} / {model}: {'resuming' if resume else 'training'} in {cell}")
                 m = train(data, task, model, rec, cell, device=device, resume=resume, cache_dir=cache_dir,
                           progress=progress, echo=True)
             rows.append(m)
-            write_results(rows, out, tasks, models, rec, str(data))
+            if rank0:
+                write_results(rows, out, tasks, models, rec, str(data))
     echo(f"baselines: wrote {out / 'results.md'} and {out / 'results.csv'}")
     return rows

@@ -147,13 +147,17 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @click.option("--outdir", required=True, type=click.Path(file_okay=False),
               help="Parent folder; each run gets a new numbered folder NNNNN-<desc> in it.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
-              help="YAML preset, e.g. configs/gan/mtf64.yaml or demo.yaml [default: the published auto "
+              help="YAML file or preset name (demo, mtf64, mtf128, mtf256) [default: the published auto "
                    "rule for the data's resolution; with --resume: the checkpoint's config].")
 @click.option("--cond/--no-cond", default=None, help="Condition G and D on the archive's labels.")
 @click.option("--mirror/--no-mirror", default=None, help="Add x-flipped copies of the images.")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Train until this many thousand real images.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch size.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Global batch size (over all torchrun processes).")
+@click.option("--batch-gpu", type=click.IntRange(min=1), default=None,
+              help="At most this many images per forward pass and process (gradient accumulation when "
+                   "memory is short); a multiple of the minibatch-std group size.")
 @click.option("--gamma", type=click.FloatRange(min=0), default=None, help="R1 weight.")
 @click.option("--snap", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Checkpoint and fakes grid every N kimg.")
@@ -171,15 +175,24 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @click.option("--inception-weights", default=None, type=click.Path(dir_okay=False),
               help="Inception file for --metrics (default: torch's hub cache).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Under torchrun: seconds a collective may wait for the other processes before the job "
+                   "stops (a hung or dead process ends the run).")
 @friendly_errors
 def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool | None, mirror: bool | None,
-              kimg: float | None, batch: int | None, gamma: float | None, snap: float | None, seed: int | None,
-              device: str | None, resume: str | None, dry_run: bool, overrides: tuple[str, ...],
-              metric_list: str | None, inception_weights: str | None, progress: bool) -> None:
-    """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/)."""
+              kimg: float | None, batch: int | None, batch_gpu: int | None, gamma: float | None,
+              snap: float | None, seed: int | None, device: str | None, resume: str | None, dry_run: bool,
+              overrides: tuple[str, ...], metric_list: str | None, inception_weights: str | None, progress: bool,
+              dist_timeout: float) -> None:
+    """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/).
+
+    Several GPUs or nodes: launch with torchrun, e.g. `torchrun --standalone --nproc_per_node=8
+    $(which mtf-gan) train ...`; --batch stays the global batch and only rank 0 writes files.
+    """
     import json
     from pathlib import Path
 
+    from gan import distributed as dist
     from gan import train as T
     from gan.checkpoint import load_checkpoint, new_run_dir, resolve_resume
 
@@ -188,8 +201,8 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     if resume_path is not None and config_path is None:
         base = load_checkpoint(resume_path)["config"]
     flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
-             "train.batch": batch, "loss.r1_gamma": gamma, "train.snap_kimg": snap, "train.seed": seed,
-             "train.device": device, "train.inception_weights": inception_weights,
+             "train.batch": batch, "train.batch_gpu": batch_gpu, "loss.r1_gamma": gamma, "train.snap_kimg": snap,
+             "train.seed": seed, "train.device": device, "train.inception_weights": inception_weights,
              "train.metrics": [m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else None}
     sets = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
     if base is None and config_path is None:
@@ -197,15 +210,28 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
         base = T.auto_settings(T.open_dataset(T.DataConfig(path=data_path)).resolution)
     cfg = T.load_run_config(config_path, sets, base=base)
     if dry_run:
-        click.echo(T.dry_run(cfg), nl=False)
+        if dist.env_world()[0] == 0:
+            click.echo(T.dry_run(cfg), nl=False)
         return
     dataset = T.open_dataset(cfg.data)
-    T.check_config(T.resolve_config(cfg, dataset), dataset)  # fail before creating the run folder
+    T.check_config(T.resolve_config(cfg, dataset), dataset, dist.env_world()[1])  # fail before any folder
     desc = T.describe(cfg, Path(cfg.data.path).stem) + ("-resume" if resume_path else "")
-    run_dir = new_run_dir(outdir, desc)
-    result = T.train(cfg, run_dir, resume=resume_path, progress=progress)
-    click.echo(f"done: {result['cur_nimg'] / 1000:g} kimg; run folder {run_dir}; last checkpoint "
-               f"{result['checkpoint'].name if result['checkpoint'] else '-'}")
+    with dist.session(cfg.train.device, dist_timeout):
+        # Under torchrun rank 0 numbers and creates the run folder; every rank trains into it.
+        made = ("", "")
+        if dist.is_rank0():
+            try:
+                made = ("ok", str(new_run_dir(outdir, desc)))
+            except UserError as exc:
+                made = ("error", str(exc))
+        status, value = dist.broadcast_object(made)
+        if status == "error":
+            raise UserError(value)
+        run_dir = Path(value)
+        result = T.train(cfg, run_dir, resume=resume_path, progress=progress, dist_timeout=dist_timeout)
+    if dist.env_world()[0] == 0:
+        click.echo(f"done: {result['cur_nimg'] / 1000:g} kimg; run folder {run_dir}; last checkpoint "
+                   f"{result['checkpoint'].name if result['checkpoint'] else '-'}")
 
 
 # ---------------------------------------------------------------------------- generate

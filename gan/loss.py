@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,15 +109,28 @@ def nan_to_num_grads(module: torch.nn.Module) -> None:
 class StepRandom:
     """Random draws of one training step as pure functions of ``(seed, cur_nimg, phase, stream)``.
 
-    Every method draws for the *global* batch on the CPU and returns this rank's rows
-    ``[rank * n, (rank + 1) * n)`` on ``device``, with ``n = global_batch // world_size``.
+    Every method draws for the *global* batch on the CPU and returns this rank's rows on
+    ``device``: ``[rank * n, (rank + 1) * n)`` with ``n = global_batch // world_size``,
+    or, when ``rows`` is given, exactly those rows of the global batch, in that order (the
+    trainer's :func:`gan.distributed.shard_batch` layout, which keeps minibatch-std
+    groups whole and allows uneven splits). ``global_batch`` (needed with ``rows``) is
+    the batch ``rows`` index into; :meth:`noise` draws that many rows.
     """
 
     def __init__(self, seed: int, cur_nimg: int, phase: str, device: torch.device | str = "cpu",
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, rows: Optional[Sequence[int]] = None,
+                 global_batch: Optional[int] = None):
         self.seed, self.cur_nimg, self.phase = int(seed), int(cur_nimg), phase
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
+        self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.int64)  # [n]
+        if self.rows is not None:
+            if global_batch is None:
+                raise ValueError("StepRandom: rows=... needs global_batch (the batch the rows index into)")
+            if self.rows.numel() and not (0 <= int(self.rows.min()) and int(self.rows.max()) < global_batch):
+                raise ValueError(f"StepRandom: rows must lie in [0, {global_batch})")
+        self.global_batch = global_batch
+        self._rows_dev: Optional[torch.Tensor] = None
 
     def stream_seed(self, stream: str, rank: Optional[int] = None) -> int:
         """A 63-bit seed from a hash of (seed, cur_nimg, phase, stream[, rank]); stable across
@@ -131,6 +144,8 @@ class StepRandom:
         return g
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is not None:
+            return x[self.rows].to(self.device)
         n = x.shape[0] // self.world_size
         return x[self.rank * n:(self.rank + 1) * n].to(self.device)
 
@@ -151,6 +166,8 @@ class StepRandom:
         from gan.augment import AugmentPipe
 
         params = AugmentPipe.sample_params(global_batch, self.generator(stream))
+        if self.rows is not None:
+            return type(params)(params.uniform[self.rows], params.normal[self.rows])
         n = global_batch // self.world_size
         return params[self.rank * n:(self.rank + 1) * n]
 
@@ -164,6 +181,12 @@ class StepRandom:
         """
         g = torch.Generator(device=self.device)
         g.manual_seed(self.stream_seed(key))
+        if self.rows is not None:
+            assert n == self.rows.numel(), (n, self.rows.numel())
+            full = torch.randn([self.global_batch, 1, resolution, resolution], generator=g, device=self.device)
+            if self._rows_dev is None:
+                self._rows_dev = self.rows.to(self.device)  # once per step and phase, not per layer
+            return full[self._rows_dev]  # [n, 1, R, R]
         full = torch.randn([n * self.world_size, 1, resolution, resolution], generator=g, device=self.device)
         return full[self.rank * n:(self.rank + 1) * n]
 
@@ -179,6 +202,13 @@ class StyleGAN2Loss:
     image D sees, real or generated (ADA); its parameters come from :class:`StepRandom`.
     ``pl_mean`` (a float32 scalar tensor on G's device) is the running mean ``a`` of
     path lengths, saved in checkpoints.
+
+    Data-parallel training (:mod:`gan.distributed`) sets two hooks so that each rank's
+    share of a global batch yields what one process computes on all of it:
+    ``pl_batch_mean`` maps this rank's path lengths ``[m]`` to their mean over the
+    global batch (default: their local mean), and ``w_sum`` accumulates ``[sum of w,
+    count]`` of the latents that update ``w_avg`` so the trainer can replace each
+    rank's local ``w_avg`` update with the global one.
     """
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: LossConfig,
@@ -186,6 +216,8 @@ class StyleGAN2Loss:
         self.G, self.D, self.cfg, self.augment_pipe = G, D, cfg, augment_pipe
         self.device = torch.device(device)
         self.pl_mean = torch.zeros([], device=self.device)
+        self.pl_batch_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+        self.w_sum: Optional[torch.Tensor] = None  # float64 [w_dim + 1] when the trainer collects it
 
     # -- forward passes
     def run_G(self, z: torch.Tensor, c: torch.Tensor, rnd: StepRandom, global_batch: int,
@@ -198,6 +230,9 @@ class StyleGAN2Loss:
         """
         G = self.G
         ws = G.mapping(z, c, update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
+        if update_w_avg and self.w_sum is not None:  # ws[:, 0] is the latent w_avg tracks
+            w0 = ws[:, 0].detach().to(torch.float64)  # [n, w_dim]
+            self.w_sum += torch.cat([w0.sum(0), w0.new_tensor([float(w0.shape[0])])])
         if self.cfg.style_mixing_prob > 0 and rnd.uniform_scalar("mix_gate") < self.cfg.style_mixing_prob:
             num_ws = ws.shape[1]
             cutoff = int(torch.randint(1, num_ws, [], generator=rnd.generator("mix_cutoff"))) if num_ws > 1 else num_ws
@@ -222,9 +257,27 @@ class StyleGAN2Loss:
         idx = rnd.randint("c", label_table.shape[0], global_batch)  # [n]
         return label_table[idx.to(label_table.device)]  # [n, c_dim]
 
+    def path_lengths(self, label_table: torch.Tensor, rnd: StepRandom, global_batch: int,
+                     create_graph: bool = True, update_w_avg: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Greg's forward: (img ``[m, C, R, R]``, ws ``[m, num_ws, w_dim]``, ``|J_w^T y|``
+        ``[m]`` with its graph), ``m`` this rank's rows of ``global_batch // pl_batch_shrink``.
+
+        ``y ~ N(0, I) / sqrt(H W)``, so the expected length does not depend on the
+        resolution (StyleGAN2, sec. 3.2). ``create_graph=False, update_w_avg=False`` only
+        measures the lengths (the trainer's first pass when a rank splits Greg in rounds).
+        """
+        gb = global_batch // self.cfg.pl_batch_shrink
+        gen_c = self.gen_labels(label_table, rnd, gb)  # [m, c_dim]
+        z = rnd.randn("z", [gb, self.G.z_dim])  # [m, z_dim]
+        img, ws = self.run_G(z, gen_c, rnd, gb, update_w_avg=update_w_avg)  # [m, C, R, R], [m, num_ws, w_dim]
+        pl_noise = rnd.randn("pl_noise", [gb, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
+        (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=create_graph)
+        return img, ws, pl_grads.square().sum(2).mean(1).sqrt()  # [m]  |J_w^T y|, averaged over the ws
+
     def accumulate_gradients(self, phase: Phase, real_img: torch.Tensor, real_c: torch.Tensor,
-                             label_table: torch.Tensor, rnd: StepRandom, global_batch: int, gain: float = 1.0
-                             ) -> dict[str, torch.Tensor]:
+                             label_table: torch.Tensor, rnd: StepRandom, global_batch: int, gain: float = 1.0,
+                             weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Backpropagate the loss of ``phase`` (scaled by ``gain``) into the parameters' ``.grad``.
 
         Args:
@@ -235,6 +288,9 @@ class StyleGAN2Loss:
             rnd: the step's :class:`StepRandom` for this phase.
             global_batch: the batch over all ranks (``n * world_size``).
             gain: the lazy-regularization interval for reg phases, 1 otherwise.
+            weight: this call's share of the global batch (``rows / global rows``; 1 in a
+                single pass). Losses are means over the call's rows times ``weight``, so
+                the gradients summed over ranks and rounds are those of the global mean.
 
         Returns the phase's detached loss terms (for the trainer's non-finite guard);
         everything is also sent to :func:`gan.monitor.report`.
@@ -252,20 +308,14 @@ class StyleGAN2Loss:
             monitor.report("Loss/scores/fake", logits)
             monitor.report("Loss/signs/fake", logits.sign())
             monitor.report("Loss/G/main", loss)
-            loss.mean().mul(gain).backward()
+            loss.mean().mul(gain * weight).backward()
             out["Loss/G/main"] = loss.detach().mean()
 
         elif phase == "Greg":
-            shrink = cfg.pl_batch_shrink
-            gb = global_batch // shrink
-            gen_c = self.gen_labels(label_table, rnd, gb)  # [n / shrink, c_dim]
-            z = rnd.randn("z", [gb, z_dim])  # [n / shrink, z_dim]
-            img, ws = self.run_G(z, gen_c, rnd, gb)  # [m, C, R, R], [m, num_ws, w_dim]
-            # y ~ N(0, I) / sqrt(H W): the expected |J^T y| does not depend on the resolution.
-            pl_noise = rnd.randn("pl_noise", [gb, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
-            (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=True)
-            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()  # [m]  |J_w^T y|, averaged over the ws
-            pl_mean = self.pl_mean.lerp(pl_lengths.mean().detach(), cfg.pl_decay)  # a <- a + decay (mean - a)
+            img, ws, pl_lengths = self.path_lengths(label_table, rnd, global_batch)  # [m, C, R, R], ..., [m]
+            batch_mean = (pl_lengths.mean() if self.pl_batch_mean is None
+                          else self.pl_batch_mean(pl_lengths.detach())).detach()
+            pl_mean = self.pl_mean.lerp(batch_mean, cfg.pl_decay)  # a <- a + decay (mean - a)
             self.pl_mean.copy_(pl_mean)
             penalty = (pl_lengths - pl_mean).square()  # [m]
             loss = penalty * cfg.pl_weight
@@ -273,7 +323,7 @@ class StyleGAN2Loss:
             monitor.report("Loss/G/pl_penalty", penalty)
             monitor.report("Loss/G/pl", loss)
             # img[:, 0, 0, 0] * 0 keeps every synthesis parameter in the graph (as published).
-            (img[:, 0, 0, 0] * 0 + loss).mean().mul(gain).backward()
+            (img[:, 0, 0, 0] * 0 + loss).mean().mul(gain * weight).backward()
             out["Loss/G/pl"] = loss.detach().mean()
 
         elif phase == "Dmain":
@@ -283,10 +333,10 @@ class StyleGAN2Loss:
                 img, _ = self.run_G(z, gen_c, rnd, global_batch)
             gen_logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch)  # [n, 1]
             loss_gen = F.softplus(gen_logits)  # -log(1 - sigmoid(D(G(z))))
-            loss_gen.mean().mul(gain).backward()
+            loss_gen.mean().mul(gain * weight).backward()
             real_logits = self.run_D(real_img.detach(), real_c, rnd, "aug_real", global_batch)  # [n, 1]
             loss_real = F.softplus(-real_logits)  # -log sigmoid(D(x))
-            loss_real.mean().mul(gain).backward()
+            loss_real.mean().mul(gain * weight).backward()
             monitor.report("Loss/scores/fake", gen_logits)
             monitor.report("Loss/scores/real", real_logits)
             monitor.report("Loss/signs/real", real_logits.sign())
@@ -302,7 +352,7 @@ class StyleGAN2Loss:
             loss = penalty * (cfg.r1_gamma / 2)
             monitor.report("Loss/D/r1_penalty", penalty)
             monitor.report("Loss/D/r1", loss)
-            (logits[:, 0] * 0 + loss).mean().mul(gain).backward()
+            (logits[:, 0] * 0 + loss).mean().mul(gain * weight).backward()
             out["Loss/D/r1"] = loss.detach().mean()
 
         else:

@@ -13,6 +13,17 @@ losses are checked for non-finite values (only then: a check every step would fo
 GPU sync); every ``snap_kimg``, and at the end, ``fakes-<kimg>.png`` and
 ``checkpoint-<kimg>.pt`` are written.
 
+Data parallel (``torchrun``, :mod:`gan.distributed`). ``train.batch`` is the global
+batch; each rank computes its rows (:func:`gan.distributed.shard_batch`: whole
+minibatch-std groups, split as evenly as the groups allow, any number of ranks), in
+rounds of at most ``train.batch_gpu`` rows. Each call's loss is scaled by its share of
+the global batch and the gradients of a phase are summed over ranks with one flattened
+all-reduce, so every rank takes the same Adam step. Path-length means, ``w_avg``, ADA's
+sign statistics, the non-finite guard and the tick statistics are reduced over ranks
+too; only rank 0 writes files. The trajectory equals the one-process run with the same
+global batch up to the order of float reductions, so a checkpoint resumes on any
+number of ranks.
+
 Exact resume. Nothing random depends on RNG state carried from step to step: every
 draw is a function of ``(seed, cur_nimg, phase)`` (:class:`gan.loss.StepRandom`) and
 the data order comes from :class:`InfiniteSampler` started at ``cur_nimg``. A
@@ -37,6 +48,7 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 import torch
 
+from gan import distributed as dist
 from gan import monitor
 from gan.augment import AdaController, AugmentConfig, AugmentPipe
 from gan.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
@@ -48,7 +60,7 @@ from gan.util import UserError, atomic_path
 __all__ = [
     "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "InfiniteSampler",
     "open_dataset", "resolve_config", "check_config", "describe", "dry_run", "train", "pick_device",
-    "images_to_uint8", "make_grid", "TrainingDiverged", "auto_settings", "load_run_config",
+    "images_to_uint8", "make_grid", "TrainingDiverged", "auto_settings", "load_run_config", "batch_plans",
 ]
 
 log = logging.getLogger(monitor.LOGGER_NAME)
@@ -103,6 +115,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tf32: bool = False                  # allow TF32 matmuls/convs on Ampere+ GPUs (published: off)
     threads: Optional[int] = None       # torch CPU threads; null = torch's default (one per core)
+    batch_gpu: Optional[int] = None     # --batch-gpu: at most this many rows per forward pass
+                                        # (gradient accumulation); null = a rank's whole share
     grid: tuple[int, int] = (8, 4)      # fakes grid: columns, rows
     metrics: tuple[str, ...] = ()       # --metrics: fid<N>k / kid<N>k of G_ema at every snapshot
     inception_weights: Optional[str] = None  # Inception file for metrics (null: torch's hub cache)
@@ -118,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"train.ema_kimg={self.ema_kimg} must be >= 0")
         if self.seed < 0:
             raise ValueError(f"train.seed={self.seed} must be >= 0")
+        if self.batch_gpu is not None and self.batch_gpu < 1:
+            raise ValueError(f"train.batch_gpu={self.batch_gpu} must be >= 1 (or null for a rank's whole share)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
         if min(self.grid) < 1:
@@ -161,13 +177,17 @@ class InfiniteSampler(torch.utils.data.Sampler):
     (a fresh shuffle per epoch), so the data order is a function of the position alone:
     a run resumed at ``cur_nimg`` reads the images the uninterrupted run would have. With
     several ranks, rank ``r`` takes rows ``[r b, (r + 1) b)`` of each global batch of
-    ``b * world_size`` positions.
+    ``b * world_size`` positions, or, when ``rows`` is given, those rows of each global
+    batch of ``batch`` positions in that order (the trainer's
+    :func:`gan.distributed.shard_batch` layout).
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0, batch: int = 1, rank: int = 0, world_size: int = 1):
-        assert n > 0 and batch % world_size == 0
+    def __init__(self, n: int, seed: int, start: int = 0, batch: int = 1, rank: int = 0, world_size: int = 1,
+                 rows: Optional[list[int]] = None):
+        assert n > 0 and (rows is not None or batch % world_size == 0)
         self.n, self.seed, self.start = n, seed, start
         self.batch, self.rank, self.world_size = batch, rank, world_size
+        self.rows = None if rows is None else list(rows)
         self._perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
 
     def _index(self, pos: int) -> int:
@@ -179,9 +199,10 @@ class InfiniteSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[int]:
         local = self.batch // self.world_size
+        rows = self.rows if self.rows is not None else range(self.rank * local, (self.rank + 1) * local)
         base = self.start
         while True:
-            for j in range(self.rank * local, (self.rank + 1) * local):
+            for j in rows:
                 yield self._index(base + j)
             base += self.batch
 
@@ -210,8 +231,24 @@ def resolve_config(cfg: RunConfig, dataset) -> RunConfig:
     return dataclasses.replace(cfg, network=net)
 
 
-def check_config(cfg: RunConfig, dataset) -> None:
-    """Guards that fail fast, before any network is built or any file is written."""
+def batch_plans(cfg: RunConfig, world_size: int = 1, rank: int = 0) -> tuple[dist.BatchPlan, dist.BatchPlan]:
+    """This rank's rows of the main phases' global batch (whole minibatch-std groups) and
+    of the path-length batch ``batch / pl_batch_shrink``, in rounds of ``batch_gpu``.
+
+    Raises :class:`UserError` when the batch cannot give every rank a share.
+    """
+    t, net = cfg.train, cfg.network
+    group = min(net.mbstd_group_size, t.batch) if net.mbstd_num_channels > 0 else 1
+    main = dist.shard_batch(t.batch, group, world_size, rank, t.batch_gpu, what="--batch")
+    gb = max(t.batch // cfg.loss.pl_batch_shrink, 1) if cfg.loss.pl_weight > 0 else t.batch
+    greg_gpu = None if t.batch_gpu is None else max(t.batch_gpu // cfg.loss.pl_batch_shrink, 1)
+    greg = dist.shard_batch(gb, 1, world_size, rank, greg_gpu, what="--batch / loss.pl_batch_shrink")
+    return main, greg
+
+
+def check_config(cfg: RunConfig, dataset, world_size: int = 1) -> None:
+    """Guards that fail fast, before any network is built or any file is written
+    (``world_size``: the torchrun processes that will share each batch)."""
     t, lc = cfg.train, cfg.loss
     if cfg.data.cond and not dataset.has_labels:
         raise UserError(f"--cond: {cfg.data.path} has no labels; prepare it with --labels (e.g. "
@@ -231,6 +268,7 @@ def check_config(cfg: RunConfig, dataset) -> None:
         pl_batch = t.batch // lc.pl_batch_shrink
         if pl_batch < 1:
             raise UserError(f"--batch {t.batch} is smaller than loss.pl_batch_shrink={lc.pl_batch_shrink}")
+    batch_plans(cfg, world_size)  # every rank gets a share (raises with the fix otherwise)
     if t.metrics:
         from gan.metrics import resolve_inception_weights
 
@@ -352,7 +390,7 @@ def _format_time(seconds: float) -> str:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = None, progress: bool = True,
-          console: bool = True) -> dict[str, Any]:
+          console: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Train per ``cfg`` into the existing folder ``run_dir``; returns a summary dict.
 
     ``resume``: a checkpoint to continue from (its network config must equal ``cfg``'s;
@@ -362,12 +400,21 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = No
     Raises :class:`gan.util.UserError` for bad input (before anything heavy starts) and
     :class:`TrainingDiverged` when a loss turns non-finite (checked at tick boundaries;
     the last good checkpoint is kept).
+
+    Under ``torchrun`` every rank calls this with the same arguments (``run_dir`` is
+    written by rank 0 only); ``dist_timeout`` (seconds) bounds every collective, so a
+    hung rank ends the job. Without torchrun it is a plain single-process run.
     """
-    run_dir = Path(run_dir)
-    device = pick_device(cfg.train.device)
+    with dist.session(cfg.train.device, dist_timeout) as device:
+        return _train_on(cfg, Path(run_dir), device, resume, progress, console)
+
+
+def _train_on(cfg: RunConfig, run_dir: Path, device: torch.device, resume: Optional[str | Path], progress: bool,
+              console: bool) -> dict[str, Any]:
+    rank0 = dist.is_rank0()
     dataset = open_dataset(cfg.data)
     cfg = resolve_config(cfg, dataset)
-    check_config(cfg, dataset)
+    check_config(cfg, dataset, dist.world_size())
     state = load_checkpoint(resume) if resume is not None else None
     if state is not None:
         saved = from_dict(RunConfig, state["config"]).network
@@ -377,9 +424,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = No
             raise UserError(f"--resume {resume}: the network differs from this run's: {'; '.join(diff)}; "
                             f"resume with the checkpoint's config (omit --config) or start a new run")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    monitor.setup_logging(run_dir, rank=0, console=console)
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    monitor.setup_logging(run_dir, rank=dist.rank(), console=console)
     threads = torch.get_num_threads()
     if cfg.train.threads is not None:
         # Small networks on a busy CPU: one thread is often fastest; several threads on
@@ -387,8 +435,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = No
         # descheduled threads).
         torch.set_num_threads(cfg.train.threads)
     try:
-        with monitor.Monitor(run_dir) as mon:
-            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress)
+        with monitor.Monitor(run_dir, rank=dist.rank()) as mon:
+            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress and rank0)
     finally:
         torch.set_num_threads(threads)
         monitor.close_logging()
@@ -408,6 +456,11 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
     log.info("device: %s%s; torch %s, %d threads", device,
              f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else " (float32)",
              torch.__version__, torch.get_num_threads())
+    rank0, world = dist.is_rank0(), dist.world_size()
+    main_plan, greg_plan = batch_plans(cfg, world, dist.rank())
+    if world > 1 or len(main_plan.rounds) > 1:
+        log.info("data parallel: %d process(es), global batch %d; rank 0 computes %d rows in %d round(s)",
+                 world, t.batch, len(main_plan.rows), len(main_plan.rounds))
     log.info("dataset: %r", dataset)
 
     # Networks: initialisation is a function of the seed alone.
@@ -444,7 +497,9 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
         G_ema.load_state_dict(state["G_ema"])
         G_opt.load_state_dict(state["G_opt"])
         D_opt.load_state_dict(state["D_opt"])
-        ada.load_state_dict(state["ada_stats"])
+        # ADA's sign statistics are saved reduced over ranks: rank 0 resumes with them.
+        ada.load_state_dict(state["ada_stats"] if rank0 else {**state["ada_stats"], "signs_sum": 0.0,
+                                                               "signs_count": 0.0})
         loss.pl_mean.copy_(state["pl_mean"].to(device))
         cur_nimg, batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
         tick = int(state.get("tick", 0))
@@ -455,17 +510,19 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
     label_table = (dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)).to(device)
     grid_reals, grid_z, grid_c = _grid_setup(dataset, cfg, device)
     cols, rows = t.grid
-    if state is None:
+    if state is None and rank0:
         _save_png(run_dir / "reals.png", make_grid(grid_reals, cols, rows))
         init = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
         _save_png(run_dir / "fakes_init.png", init)
         mon.image("Fakes", init, 0)
 
-    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics else None
+    # In-training metrics run on rank 0 while the others wait at the next collective (keep
+    # --dist-timeout above a metric's duration); gan.distributed.gather_features lets them shard it.
+    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics and rank0 else None
 
-    sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch)
+    sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch, rows=main_plan.rows)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=t.batch, sampler=sampler, num_workers=cfg.data.workers,
+        dataset, batch_size=len(main_plan.rows), sampler=sampler, num_workers=cfg.data.workers,
         pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.data.workers > 0 else None,
         persistent_workers=False)
     data_iter = iter(loader)
@@ -486,26 +543,15 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
 
     done = cur_nimg >= total_nimg
     while not done:
-        real_u8, real_c = next(data_iter)  # [B, C, H, W] uint8, [B, c_dim]
-        real_img = real_u8.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1  # [B, C, H, W] in [-1, 1]
+        real_u8, real_c = next(data_iter)  # [b, C, H, W] uint8, [b, c_dim]: this rank's rows
+        real_img = real_u8.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1  # [b, C, H, W] in [-1, 1]
         real_c = real_c.to(device, non_blocking=True)
 
         for ph in phases:
             if batch_idx % ph.interval != 0:
                 continue
-            rnd = StepRandom(seed, cur_nimg, ph.name, device=device)
-            ph.module.requires_grad_(True)
-            ph.opt.zero_grad(set_to_none=True)
-            terms = loss.accumulate_gradients(ph.name, real_img, real_c, label_table, rnd, t.batch, gain=ph.interval)
-            ph.module.requires_grad_(False)
-            nan_to_num_grads(ph.module)
-            ph.opt.step()
-            real_logits = terms.pop("real_logits", None)
-            if real_logits is not None:
-                ada.accumulate(real_logits)
-            finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
-            fb = first_bad[ph.name]
-            fb.copy_(torch.where((fb < 0) & ~finite, torch.full_like(fb, cur_nimg), fb))
+            _run_phase(ph, loss, greg_plan if ph.name == "Greg" else main_plan, real_img, real_c, label_table,
+                       seed, cur_nimg, device, t.batch, ada, first_bad[ph.name])
 
         # EMA of G (Karras et al. 2018, appendix; half-life ema_kimg, ramped up early in training).
         with torch.no_grad():
@@ -520,7 +566,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
 
         cur_nimg += t.batch
         batch_idx += 1
-        if ada.step(t.batch) and pipe is not None:
+        if ada.step(t.batch, all_reduce=dist.all_reduce_ if world > 1 else None) and pipe is not None:
             pipe.p = ada.p
         bar.update(t.batch)
 
@@ -531,6 +577,11 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
 
         # ---- tick
         tick += 1
+        if world > 1:  # every rank stops together, at the earliest bad step of any rank
+            fbs = torch.stack(list(first_bad.values()))  # [phases] int64
+            fbs = dist.all_reduce_(torch.where(fbs < 0, torch.full_like(fbs, 1 << 62), fbs), "min")
+            for fb, v in zip(first_bad.values(), torch.where(fbs == 1 << 62, torch.full_like(fbs, -1), fbs)):
+                fb.copy_(v)
         bad = {name: int(v) for name, v in first_bad.items() if int(v) >= 0}
         if bad:
             name, at = min(bad.items(), key=lambda kv: kv[1])
@@ -558,6 +609,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
         if device.type == "cuda":
             monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
             torch.cuda.reset_peak_memory_stats(device)
+        if world > 1:  # the monitor's per-name moments, summed over ranks (gan.distributed.reduce_stats)
+            mon._acc = dist.reduce_stats(mon._acc)
         stats = mon.flush(cur_nimg)
         last_stats = {k: v["mean"] for k, v in stats.items()}
 
@@ -572,6 +625,12 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
 
         if snapshot:
             name = checkpoint_name(cur_nimg)[len("checkpoint-"):-len(".pt")]
+            ada_state = ada.state_dict()
+            if world > 1:  # save the sign statistics of all ranks (a resume on any world size continues them)
+                signs = torch.tensor([ada_state["signs_sum"], ada_state["signs_count"]], dtype=torch.float64)
+                ada_state["signs_sum"], ada_state["signs_count"] = dist.all_reduce_(signs).tolist()
+            last_ckpt = run_dir / checkpoint_name(cur_nimg)
+        if snapshot and rank0:
             grid = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
             _save_png(run_dir / f"fakes-{name}.png", grid)
             mon.image("Fakes", grid, cur_nimg)
@@ -583,7 +642,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
                 "class_names": _class_names(dataset, cfg),
                 "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
                 "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
-                "augment_p": ada.p, "ada_stats": ada.state_dict(),
+                "augment_p": ada.p, "ada_stats": ada_state,
                 "pl_mean": loss.pl_mean.detach().cpu().clone(),
                 "stats": last_stats,
             })
@@ -634,6 +693,82 @@ def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: 
     return evaluate
 
 
+def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: torch.Tensor, real_c: torch.Tensor,
+               label_table: torch.Tensor, seed: int, cur_nimg: int, device: torch.device, batch: int,
+               ada: AdaController, first_bad: torch.Tensor) -> None:
+    """One phase on this rank's rows (``plan``, in rounds), gradients summed over ranks, one Adam step.
+
+    Each round's loss is weighted by its share of the global batch, so the summed
+    gradient is that of the global mean. What one process computes from the whole batch
+    is rebuilt from reduced sums: the path-length mean (one all-reduce inside the round
+    when every rank has one round; otherwise a first pass that measures the lengths)
+    and the ``w_avg`` update (:class:`gan.networks.MappingNetwork` updates it from its
+    own rows; the global mean replaces that). A single process with one round takes
+    none of these detours and computes exactly what it always did.
+    """
+    world = dist.world_size()
+    split = world > 1 or max(plan.rounds_per_rank) > 1
+    mapping = loss.G.mapping
+    w_avg = getattr(mapping, "w_avg", None)
+    w_sync = split and w_avg is not None and getattr(mapping, "w_avg_beta", None) is not None
+    w0 = w_avg.detach().clone() if w_sync else None
+    loss.w_sum = torch.zeros([w_avg.numel() + 1], dtype=torch.float64, device=device) if w_sync else None
+
+    ph.module.requires_grad_(True)
+    ph.opt.zero_grad(set_to_none=True)
+    pl0 = None
+    if ph.name == "Greg" and split:
+        pl0 = loss.pl_mean.detach().clone()
+        if max(plan.rounds_per_rank) == 1:
+            def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:  # [m] -> mean over the global batch
+                n = lengths.new_tensor(float(lengths.numel()), dtype=torch.float64)
+                moments = torch.stack([lengths.sum().double(), n])
+                dist.all_reduce_(moments)
+                return (moments[0] / moments[1]).to(lengths.dtype)
+        else:
+            moments = torch.zeros([2], dtype=torch.float64, device=device)
+            for rows in plan.rounds:
+                rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
+                _, _, lengths = loss.path_lengths(label_table, rnd, batch, create_graph=False, update_w_avg=False)
+                moments += torch.stack([lengths.detach().sum().double(), moments.new_tensor(float(len(rows)))])
+            dist.all_reduce_(moments)
+            mean = (moments[0] / moments[1]).float()
+
+            def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:
+                return mean
+        loss.pl_batch_mean = pl_batch_mean
+
+    offset = 0
+    try:
+        for rows in plan.rounds:
+            if pl0 is not None:
+                loss.pl_mean.copy_(pl0)  # every round moves pl_mean from the same value, once
+            rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
+            sl = slice(offset, offset + len(rows)) if ph.name != "Greg" else slice(None)
+            offset += len(rows)
+            terms = loss.accumulate_gradients(ph.name, real_img[sl], real_c[sl], label_table, rnd, batch,
+                                              gain=ph.interval, weight=len(rows) / plan.global_batch)
+            real_logits = terms.pop("real_logits", None)
+            if real_logits is not None:
+                ada.accumulate(real_logits)
+            finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
+            first_bad.copy_(torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, cur_nimg), first_bad))
+    finally:
+        loss.pl_batch_mean = None
+    ph.module.requires_grad_(False)
+    if world > 1:
+        dist.all_reduce_grads(ph.module.parameters())
+    nan_to_num_grads(ph.module)
+    ph.opt.step()
+
+    if w_sync:
+        moments = dist.all_reduce_(loss.w_sum)  # [w_dim + 1]: sum of w, count
+        if moments[-1] > 0:
+            with torch.no_grad():
+                w_avg.copy_((moments[:-1] / moments[-1]).to(w_avg.dtype).lerp(w0, mapping.w_avg_beta))
+        loss.w_sum = None
+
+
 def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:
     """Names of the label vector's entries (``column=value`` for several CSV columns), or None."""
     if not cfg.data.cond:
@@ -658,7 +793,8 @@ def auto_settings(resolution: int) -> dict[str, Any]:
 
 
 def load_run_config(path: Optional[str | Path], overrides: list[str], base: Optional[dict] = None) -> RunConfig:
-    """Defaults <- ``base`` (a checkpoint's config when resuming) <- YAML preset ``path`` <- overrides."""
-    from gan.config import load_config
+    """Defaults <- ``base`` (a checkpoint's config when resuming) <- YAML preset ``path`` (a file,
+    or a preset name such as ``mtf64``) <- overrides."""
+    from gan.config import find_preset, load_config
 
-    return load_config(RunConfig, path, overrides, base=base)
+    return load_config(RunConfig, find_preset("gan", path) if path is not None else None, overrides, base=base)
