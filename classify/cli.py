@@ -93,13 +93,20 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
 @_PROGRESS
 @_THREADS
+@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Under torchrun: seconds a collective may wait for the other processes before the job stops.")
 @friendly_errors
 @_weights_exit2
 def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str, overrides: tuple[str, ...],
               device: str, resume: bool, weights: str | None, cache_dir: str | None, dry_run: bool,
-              progress: bool, threads: int | None) -> None:
-    """Train MODEL on one TASK with a recipe; test the best checkpoint and write the metrics."""
+              progress: bool, threads: int | None, dist_timeout: float) -> None:
+    """Train MODEL on one TASK with a recipe; test the best checkpoint and write the metrics.
+
+    Several GPUs: `torchrun --standalone --nproc_per_node=N $(which mtf-classify) train ...`
+    (DistributedDataParallel; the recipe's batch_size stays the global batch; rank 0 writes files).
+    """
     from classify.train import load_recipe, train
+    from gan import distributed as dist
     from gan.config import dump_config
 
     rec = load_recipe(recipe or "notebook", overrides)
@@ -108,7 +115,9 @@ def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str,
         return
     _set_threads(threads)
     m = train(data, task, model, rec, outdir, device=device, resume=resume, weights=weights,
-              cache_dir=cache_dir, progress=progress)
+              cache_dir=cache_dir, progress=progress, dist_timeout=dist_timeout)
+    if dist.env_world()[0] != 0:
+        return
     lo, hi = m["accuracy_ci95"]
     click.echo(f"{m['task']} / {m['model']}: test accuracy {m['accuracy']:.2%} (95% CI {lo:.1%}-{hi:.1%}), "
                f"macro F1 {m['macro_f1']:.3f}; run folder {m['run_dir']}")
@@ -151,11 +160,13 @@ def evaluate_cmd(checkpoint: str, data: str, split: str, outdir: str | None, dev
 @_CACHE
 @_PROGRESS
 @_THREADS
+@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Under torchrun: seconds a collective may wait for the other processes before the job stops.")
 @friendly_errors
 @_weights_exit2
 def baselines_cmd(data: str, outdir: str, models: str | None, tasks: str | None, recipe: str | None,
                   overrides: tuple[str, ...], device: str, cache_dir: str | None, progress: bool,
-                  threads: int | None) -> None:
+                  threads: int | None, dist_timeout: float) -> None:
     """Train and test the models x tasks grid (finished cells are skipped); write results.csv/.md."""
     from classify.dataset import TASKS
     from classify.models import MODELS, PAPER_MODELS
@@ -168,9 +179,12 @@ def baselines_cmd(data: str, outdir: str, models: str | None, tasks: str | None,
                                  param_hint="--models")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else list(TASKS)
     _set_threads(threads)
+    from gan import distributed as dist
+
     baselines(data, outdir, model_list, task_list, recipe or "notebook", overrides, device=device,
-              cache_dir=cache_dir, progress=progress, echo=click.echo)
-    click.echo(Path(outdir, "results.md").read_text(encoding="utf-8").rstrip())
+              cache_dir=cache_dir, progress=progress, echo=click.echo, dist_timeout=dist_timeout)
+    if dist.env_world()[0] == 0:
+        click.echo(Path(outdir, "results.md").read_text(encoding="utf-8").rstrip())
 
 
 @main.command("models")
@@ -182,6 +196,90 @@ def models_cmd() -> None:
         wf = weights_file(name)
         have = "-" if wf is None else (f"{wf.name} (cached)" if wf.is_file() else f"{wf.name} (not cached)")
         click.echo(f"{name:<20} {have:<45} {spec.description}")
+
+
+@main.command("score")
+@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="GAN checkpoint (checkpoint-*.pt of mtf-gan train) whose G_ema draws the faces to score.")
+@click.option("--images", type=click.Path(exists=True), default=None,
+              help="Instead of --network: a folder of images (read recursively) or a prepared archive.")
+@click.option("--num", type=click.IntRange(min=1), default=None,
+              help="Images to draw (seeds 0..num-1) [default: 1000], or to sample from --images [default: all].")
+@click.option("--seeds", default=None, metavar="SPEC", help="Seeds to draw instead of --num, e.g. 0-499 or 1,5,10-12.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
+              help="Truncation psi (1 = none; what the generator's distribution really is).")
+@click.option("--class", "class_name", default=None, metavar="NAME|INDEX",
+              help="Conditional G: draw every face with this class [default: classes drawn with the training "
+                   "archive's label mix, which also gives the conditional-consistency matrix].")
+@click.option("--classifier", "classifiers", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="best.pt of mtf-classify train; repeat, one per task (gender, race, age, face_recognition).")
+@click.option("--reference", type=click.Path(exists=True), default=None,
+              help="Real images to compare with: archive or folder [default: the GAN's training archive named in "
+                   "its checkpoint; required with --images].")
+@click.option("--reference-num", type=click.IntRange(min=1), default=None,
+              help="Sample this many reference images (seeded) [default: all].")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="New or empty folder for report.json, report.md, attributes.png and the PNG grids.")
+@click.option("--heldout", type=click.Path(exists=True), default=None,
+              help="Memorization baseline: real images NOT in the training archive [default: 10% of the reference "
+                   "left out of the search set].")
+@click.option("--no-memorization", is_flag=True, help="Skip the nearest-neighbour (memorization) check.")
+@click.option("--nn-space", type=click.Choice(["auto", "face", "pixels"]), default="auto", show_default=True,
+              help="Memorization feature space: the face-recognition classifier's penultimate features (auto, when "
+                   "one is given) or 16-px pixels.")
+@click.option("--identity-heldout", type=click.Path(exists=True, file_okay=False), default=None,
+              help="<person>/* photos of the face-recognition classifier's people it did not train on, to calibrate "
+                   "the identity-leak threshold [default: the val (else test) split of its training tree].")
+@click.option("--strangers", type=click.Path(exists=True), default=None,
+              help="Identity leak: faces of people the face-recognition classifier does not know; the threshold "
+                   "is raised until at most --false-match-rate of them are flagged.")
+@click.option("--identity-quantile", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Identity leak: the threshold is the confidence this share of correct "
+                                      "held-out predictions reach.")
+@click.option("--false-match-rate", type=click.FloatRange(0, 1, max_open=True), default=0.01, show_default=True,
+              help="Identity leak with --strangers: the largest share of strangers flagged.")
+@click.option("--predictions", type=click.Path(dir_okay=False), default=None,
+              help="Also write predictions.csv (one row per scored image, per-person vote) for "
+                   "`mtf-gan prepare --labels FILE --label-column gender_vote`.")
+@click.option("--person-csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV with a 'file' column and --person-column [default: the person is the first folder level; "
+                   "with --person-column alone, --images' attributes.csv].")
+@click.option("--person-column", default=None, help="Column of --person-csv naming the person of each file.")
+@click.option("--vote/--no-vote", default=True, show_default=True,
+              help="Add per-person majority votes (person, <task>_vote, <task>_agreement) to --predictions.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Predictions below this confidence are dropped from predictions.csv and the vote (counted).")
+@_DEVICE
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="Classifier batch size.")
+@_THREADS
+@friendly_errors
+def score_cmd(network: str | None, images: str | None, num: int | None, seeds: str | None, truncation_psi: float,
+              class_name: str | None, classifiers: tuple[str, ...], reference: str | None, reference_num: int | None,
+              outdir: str, heldout: str | None, no_memorization: bool, nn_space: str, identity_heldout: str | None,
+              strangers: str | None, identity_quantile: float, false_match_rate: float, predictions: str | None,
+              person_csv: str | None, person_column: str | None, vote: bool, min_confidence: float, device: str,
+              batch: int, threads: int | None) -> None:
+    """Score generated faces by attribute: shares vs the reference, BBSE, consistency, leaks.
+
+    \b
+    mtf-classify score --network run/checkpoint-000400.pt --num 1000 \\
+        --classifier cls/gender/tiny_cnn/best.pt --classifier cls/race/tiny_cnn/best.pt --outdir report
+    """
+    from classify.score import score
+    from gan.generate import parse_seeds
+
+    if (network is None) == (images is None):
+        raise click.UsageError("pass exactly one of --network CKPT or --images DIR")
+    if seeds is not None and images is not None:
+        raise click.BadParameter("--seeds picks generator seeds; with --images use --num", param_hint="--seeds")
+    _set_threads(threads)
+    score(outdir, list(classifiers), network=network, images=images, num=num,
+          seeds=parse_seeds(seeds) if seeds is not None else None, truncation_psi=truncation_psi,
+          class_name=class_name, reference=reference, reference_num=reference_num, heldout=heldout,
+          strangers=strangers, memorization=not no_memorization, nn_space=nn_space, identity_heldout=identity_heldout,
+          identity_quantile=identity_quantile, vote=vote,
+          false_match_rate=false_match_rate, predictions=predictions, person_csv=person_csv,
+          person_column=person_column, min_confidence=min_confidence, device=device, batch=batch, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,254 @@
+"""``classify.score.score`` and ``mtf-classify score``: attribute shares, BBSE, conditional
+consistency, the report files and the user errors.
+
+The classifiers and the conditional demo GAN are the session fixtures of ``conftest.py``
+(tiny CNNs on ``synthetic_curated``; the demo preset on ``prepared_archive``, conditional
+on gender). Tolerances are the issue's and were fixed before any result was seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from classify import score as S
+from gan.util import UserError
+from tests.conftest import CURATED_PEOPLE, SYNTH_RES
+
+TASKS4 = ("gender", "race", "age", "face_recognition")
+
+
+# ---------------------------------------------------------------------------- pure numbers
+
+
+def test_bbse_recovers_the_true_shares_under_label_shift():
+    cm = np.array([[70, 30], [10, 90]])  # P(pred | true) = [[.7, .3], [.1, .9]]: raw share 0.58
+    q_true = np.array([0.8, 0.2])
+    mu = (cm / cm.sum(1, keepdims=True)).T @ q_true  # what the classifier would report
+    q, info = S.bbse_correct(mu, cm)
+    assert info["method"] == "solve"
+    np.testing.assert_allclose(q, q_true, atol=1e-9)
+    assert abs(mu[0] - 0.8) > 0.1  # the raw share is off; the correction is what fixes it
+
+
+def test_bbse_on_a_singular_confusion_falls_back_to_least_squares_on_the_simplex():
+    cm = np.array([[5, 5, 0], [5, 5, 0], [0, 0, 10]])  # classes 0 and 1 indistinguishable
+    q, info = S.bbse_correct([0.6, 0.1, 0.3], cm)
+    assert info["method"] == "lstsq" and "singular" in info["note"]
+    assert (q >= 0).all() and q.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(q, [0.35, 0.35, 0.3], atol=1e-9)  # the 0.7 of {0, 1} split evenly
+
+
+def test_bbse_clips_negative_solutions_and_keeps_untested_classes():
+    cm = np.array([[8, 2], [0, 0]])  # class 1 has no test images: taken as recognised perfectly
+    q, info = S.bbse_correct([0.9, 0.1], cm)  # exact solution [1.125, -0.125]: outside the simplex
+    assert info["untested_classes"] == 1 and info["clipped"]
+    np.testing.assert_allclose(q, [1.0, 0.0])
+
+
+def test_distances_of_distributions():
+    assert S.total_variation([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert S.total_variation([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert S.kl_divergence([0.3, 0.7], [0.3, 0.7]) == pytest.approx(0.0)
+    dropped = S.kl_divergence([0.5, 0.5], S.smoothed([1.0, 0.0], 100))
+    assert np.isfinite(dropped) and dropped > 1.0  # a dropped class: large, not infinite
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _write_faces(folder: Path, people, per_person: int, seed0: int) -> None:
+    """``per_person`` fresh photos (new render seeds) of each person, as PNGs."""
+    from gan.synthetic import render_face
+
+    folder.mkdir(parents=True)
+    for i, p in enumerate(people):
+        for k in range(per_person):
+            img = render_face(p, SYNTH_RES, seed0 + 100 * i + k)
+            Image.fromarray(img).save(folder / f"{p.name.replace(' ', '_')}_{k:03d}.png")
+
+
+# ---------------------------------------------------------------------------- 80/20 mix
+
+
+def test_gender_share_of_an_80_20_folder_is_recovered(tmp_path, trained_classifiers, one_thread):
+    """Fresh photos of the curated tree's own people (what the classifier's test split is:
+    same people, unseen photos, so BBSE's label-shift assumption holds): 160 women, 40 men."""
+    from gan.synthetic import make_people
+
+    people = make_people(CURATED_PEOPLE, seed=1)  # the people of the synthetic_curated fixture
+    women = [p for p in people if p.gender == "Female"]
+    men = [p for p in people if p.gender == "Male"]
+    assert len(women) == len(men) == CURATED_PEOPLE // 2
+    gen, ref = tmp_path / "mix", tmp_path / "balanced"
+    _write_faces(gen / "women", women, 160 // len(women), seed0=50_000)
+    _write_faces(gen / "men", men, 40 // len(men), seed0=60_000)
+    _write_faces(ref, people, 100 // len(people) + 1, seed0=70_000)
+
+    rep = S.score(tmp_path / "report", [trained_classifiers["gender"]], images=gen, reference=ref,
+                  memorization=False, echo=lambda s: None)
+    t = rep["tasks"]["gender"]
+    female = t["classes"].index("Female")
+    raw = t["generated"]["share"][female]
+    corrected = t["generated"]["corrected"][female]
+    assert t["generated"]["num"] == 200
+    print(f"80/20 mix: raw Female share {raw:.3f}, BBSE {corrected:.3f}, reference {t['reference']['share']}")
+    assert abs(raw - 0.80) <= 0.10, t["generated"]
+    assert abs(corrected - 0.80) <= abs(raw - 0.80) + 1e-9, (raw, corrected, t["bbse"])
+
+
+# ---------------------------------------------------------------------------- the demo generator, end to end
+
+
+@pytest.fixture(scope="module")
+def scored_demo(tmp_path_factory, demo_run, trained_classifiers, one_thread):
+    """``mtf-classify score`` on the conditional demo G with all four classifiers, once."""
+    from classify.cli import main
+
+    out = tmp_path_factory.mktemp("score") / "report"
+    preds = out.parent / "predictions.csv"
+    args = ["score", "--network", str(demo_run["checkpoint"]), "--num", "64", "--outdir", str(out),
+            "--predictions", str(preds), "--device", "cpu", "--threads", "1"]
+    for task in TASKS4:
+        args += ["--classifier", str(trained_classifiers[task])]
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    print(f"score on the demo G: {time.perf_counter() - t0:.1f} s")
+    assert res.exit_code == 0, res.output
+    return {"out": out, "output": res.output, "predictions": preds,
+            "report": json.loads((out / "report.json").read_text())}
+
+
+def test_score_writes_every_report_file(scored_demo):
+    out, rep = scored_demo["out"], scored_demo["report"]
+    expected = {"report.json", "report.md", "attributes.png", "closest_pairs.png", "identity_leaks.png",
+                "consistency_gender.png"}
+    expected |= {f"{kind}_{t}.png" for t in TASKS4 for kind in ("confidence", "samples")}
+    assert expected <= {p.name for p in out.iterdir()}
+    for p in out.glob("*.png"):
+        with Image.open(p) as im:
+            assert im.size[0] > 100 and im.size[1] > 50, p.name
+    md = (out / "report.md").read_text()
+    for task in TASKS4:
+        assert f"## {task}" in md
+    assert set(rep["tasks"]) == set(TASKS4)
+    for t in rep["tasks"].values():
+        assert sum(t["generated"]["share"]) == pytest.approx(1.0)
+        assert sum(t["reference"]["share"]) == pytest.approx(1.0)
+        assert 0.0 <= t["tv"] <= 1.0 and t["kl"] >= 0.0
+        assert t["generated"]["num"] == 64 and t["reference"]["num"] > 64  # the default reference: all of it
+    # The default reference is the GAN's training archive, labelled by gender: true shares and accuracy.
+    assert rep["reference"]["is_training_archive"]
+    g = rep["tasks"]["gender"]["reference"]
+    assert g["labelled"] == g["num"] and g["accuracy"] is not None and sum(g["true_share"]) == pytest.approx(1.0)
+    assert rep["tasks"]["race"]["reference"]["true_share"] is None  # the archive has no race labels
+    assert rep["memorization"]["feature_space"].startswith("face-recognition")
+    assert rep["identity_leak"]["num"] == 64
+    # The printed summary ends with where the report is.
+    assert str(out / "report.md") in scored_demo["output"].strip().splitlines()[-1]
+
+
+def test_conditional_consistency_matrix_has_a_row_per_condition_summing_to_one(scored_demo):
+    c = scored_demo["report"]["consistency"]
+    assert c["task"] == "gender" and c["classes"] == ["Female", "Male"]
+    m = np.asarray(c["matrix"])
+    assert m.shape == (2, 2)
+    np.testing.assert_allclose(m.sum(1), 1.0)
+    assert sum(c["counts"]) == 64 and set(c["conditions"]) == {"Female", "Male"}
+    for name, i in (("Female", 0), ("Male", 1)):
+        assert c["agreement"][name] == pytest.approx(m[c["conditions"].index(name), i])
+        assert 0.0 <= c["classifier_recall"][name] <= 1.0  # measured on the labelled reference
+    assert "reference" in c["classifier_recall_source"]
+
+
+def test_predictions_csv_has_one_row_per_generated_face(scored_demo):
+    with open(scored_demo["predictions"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 64 and rows[0]["file"] == "seed0000"
+    assert {"gender", "gender_confidence", "race", "age"} <= set(rows[0])
+
+
+def test_class_option_conditions_every_face(tmp_path, demo_run, trained_classifiers, one_thread):
+    rep = S.score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=12,
+                  class_name="male", echo=lambda s: None)
+    c = rep["consistency"]
+    assert c["conditions"] == ["Male"] and c["counts"] == [12]
+    # Without a face-recognition classifier, memorization searches downsampled pixels.
+    assert rep["memorization"]["feature_space"].startswith("downsampled pixels")
+    assert (tmp_path / "r" / "closest_pairs.png").is_file() and rep["identity_leak"] is None
+
+
+def test_images_with_predictions_need_no_reference(tmp_path, synthetic_noncurated, trained_classifiers, one_thread):
+    preds = tmp_path / "preds.csv"
+    rep = S.score(tmp_path / "r", [trained_classifiers["gender"]], images=synthetic_noncurated, predictions=preds,
+                  echo=lambda s: None)
+    assert rep["reference"] is None and rep["tasks"]["gender"]["tv"] is None
+    assert rep["predictions"]["images"] == rep["generated"]["num"] == 96
+    with open(preds, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "gender_vote" in rows[0] and rows[0]["person"]  # voted per person folder
+
+
+# ---------------------------------------------------------------------------- user errors
+
+
+def _retasked(src: Path, dest: Path, **changes) -> Path:
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt.update(changes)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, dest)
+    return dest
+
+
+def test_unknown_class_name_lists_the_valid_ones(tmp_path, demo_run, trained_classifiers):
+    with pytest.raises(UserError, match=r"--class Alien.*Female.*Male"):
+        S.score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=4,
+                class_name="Alien", echo=lambda s: None)
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_classifier_of_another_task_set_is_refused(tmp_path, trained_classifiers):
+    src = trained_classifiers["gender"]
+    bad_task = _retasked(src, tmp_path / "emotion" / "best.pt", task="emotion")
+    with pytest.raises(UserError, match=r"emotion.*gender, race, age, face_recognition"):
+        S.score(tmp_path / "r", [bad_task], images=tmp_path, reference=tmp_path, echo=lambda s: None)
+    bad_classes = _retasked(src, tmp_path / "pets" / "best.pt", classes=["cat", "dog"])
+    with pytest.raises(UserError, match=r"cat, dog.*Female, Male.*another task set"):
+        S.score(tmp_path / "r", [bad_classes], images=tmp_path, reference=tmp_path, echo=lambda s: None)
+
+
+def test_two_classifiers_for_one_task_are_refused(tmp_path, trained_classifiers):
+    twin = _retasked(trained_classifiers["gender"], tmp_path / "twin" / "best.pt")
+    with pytest.raises(UserError, match="two classifiers for task gender"):
+        S.score(tmp_path / "r", [trained_classifiers["gender"], twin], images=tmp_path, reference=tmp_path,
+                echo=lambda s: None)
+
+
+def test_empty_image_folder_and_missing_reference_are_clear_errors(tmp_path, trained_classifiers):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match=r"--images .*empty: no images"):
+        S.score(tmp_path / "r", [trained_classifiers["gender"]], images=empty, reference=empty, echo=lambda s: None)
+    with pytest.raises(UserError, match="--images needs --reference"):
+        S.score(tmp_path / "r", [trained_classifiers["gender"]], images=empty, echo=lambda s: None)
+
+
+def test_cli_refuses_a_non_empty_outdir(tmp_path, trained_classifiers):
+    from classify.cli import main
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    res = CliRunner().invoke(main, ["score", "--images", str(tmp_path), "--reference", str(tmp_path),
+                                    "--classifier", str(trained_classifiers["gender"]), "--outdir", str(out)])
+    assert res.exit_code == 1 and "not empty" in res.output and "Traceback" not in res.output
+    assert (out / "report.json").read_text() == "{}"
