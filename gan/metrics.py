@@ -180,8 +180,10 @@ def _first_size(source: Path) -> tuple[int, int]:
         return img.size
 
 
-def iter_real_images(source: str | os.PathLike, num: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """uint8 ``[3, H, W]`` images of a prepared archive (zip or unzipped) or an image folder (recursive)."""
+def iter_real_images(source: str | os.PathLike, num: Optional[int] = None,
+                     indices: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
+    """uint8 ``[3, H, W]`` images of a prepared archive (zip or unzipped) or an image folder
+    (recursive): the first ``num`` (default all), or those at ``indices`` (a rank's shard)."""
     path = Path(source)
     if not path.exists():
         raise UserError(f"--real {path}: no such archive or folder")
@@ -190,13 +192,14 @@ def iter_real_images(source: str | os.PathLike, num: Optional[int] = None) -> It
 
         ds = ImageDataset(path)
         n = len(ds) if num is None else min(num, len(ds))
-        for i in range(n):
+        for i in (range(n) if indices is None else indices):
             img = ds[i][0]
             yield torch.as_tensor(np.asarray(img))
     else:
         files = _folder_files(path)
-        for f in files[: num if num is not None else len(files)]:
-            yield _load_png(f)
+        files = files[: num if num is not None else len(files)]
+        for i in (range(len(files)) if indices is None else indices):
+            yield _load_png(files[i])
 
 
 def real_labels(source: str | os.PathLike) -> Optional[torch.Tensor]:
@@ -305,32 +308,59 @@ def source_fingerprint(source: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _world(sharded: bool) -> tuple[int, int]:
+    """(rank, world size) when ``sharded`` under torchrun, else (0, 1)."""
+    if not sharded:
+        return 0, 1
+    from gan import distributed as dist
+
+    return (dist.rank(), dist.world_size()) if dist.is_distributed() else (0, 1)
+
+
 def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_sha256: str, batch: int = 64,
                   device: str | torch.device = "cpu", cache_dir: Optional[str | os.PathLike] = None,
                   extractor_name: str = f"inception-v3-compat/{POOL}", num: Optional[int] = None,
-                  progress: bool = False) -> list[torch.Tensor]:
+                  progress: bool = False, sharded: bool = False) -> list[torch.Tensor]:
     """Features ``[N, D]`` (one per extractor feature) of the real source (all of it, or the
     first ``num``), read from ``cache_dir`` when a file for the same (content fingerprint,
     count, first image's size, extractor and feature names, weights SHA-256) exists;
-    otherwise extracted and written atomically, so concurrent runs never see half a file."""
+    otherwise extracted and written atomically, so concurrent runs never see half a file.
+
+    ``sharded`` (under torchrun): rank ``r`` extracts images ``r, r + W, ...``, the shards
+    are gathered in index order, rank 0 writes the cache; whether the cache is used is rank
+    0's decision (broadcast), and ranks other than 0 return ``[]`` when it is (only rank 0
+    computes metrics).
+    """
     from gan.util import atomic_path
 
-    def extract() -> list[torch.Tensor]:
-        total = _count(Path(real)) if num is None else num
-        return extract_many(iter_real_images(real, num), [extractor], batch, device, total=total,
-                            progress=progress, desc="real features")[0]
+    rank, world = _world(sharded)
+    dest = None
+    if cache_dir is not None:
+        key = hashlib.sha1("|".join([source_fingerprint(real), f"num={num or 'all'}",
+                                     f"size={_first_size(Path(real))}", extractor_name, weights_sha256]).encode())
+        dest = Path(cache_dir) / f"real-features-{key.hexdigest()[:20]}.pt"
+    have = dest is not None and dest.is_file()
+    if world > 1:
+        from gan import distributed as dist
 
-    if cache_dir is None:
-        return extract()
-    key = hashlib.sha1("|".join([source_fingerprint(real), f"num={num or 'all'}", f"size={_first_size(Path(real))}",
-                                 extractor_name, weights_sha256]).encode())
-    dest = Path(cache_dir) / f"real-features-{key.hexdigest()[:20]}.pt"
-    if dest.is_file():
-        return list(torch.load(dest, weights_only=True))
-    feats = extract()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest) as tmp:
-        torch.save(list(feats), tmp)
+        have = bool(dist.broadcast_object(have))
+    if have:
+        return list(torch.load(dest, weights_only=True)) if rank == 0 else []
+    total = _count(Path(real)) if num is None else min(num, _count(Path(real)))
+    if total < world:
+        raise UserError(f"{real}: {total} real images, fewer than the {world} processes")
+    idx = list(range(rank, total, world))
+    feats = extract_many(iter_real_images(real, num, idx), [extractor], batch, device, total=len(idx),
+                         progress=progress, desc="real features")[0]
+    if world > 1:
+        from gan import distributed as dist
+
+        order = torch.as_tensor(idx)
+        feats = [dist.gather_features(f, order) for f in feats]
+    if dest is not None and rank == 0:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            torch.save(list(feats), tmp)
     return feats
 
 
@@ -425,21 +455,33 @@ def _class_groups(labels: torch.Tensor, names: Optional[Sequence[str]]) -> list[
     return [(nm, row) for _, nm, row in sorted(out, key=lambda t: t[0])]  # in class order
 
 
-def _evaluate(real: Path, fakes: Callable[[Optional[torch.Tensor], int], Iterator[torch.Tensor]], n_fake: int,
+def _evaluate(real: Path, fakes: Callable[..., Iterator[torch.Tensor]], n_fake: int,
               metrics: Sequence[str], ex: _Extractors, batch: int, device, cache_dir, progress: bool,
-              per_class: Optional[tuple[torch.Tensor, Optional[Sequence[str]]]] = None) -> dict:
-    """Metrics of ``fakes(None, n_fake)`` against all of ``real``; with ``per_class``
+              per_class: Optional[tuple[torch.Tensor, Optional[Sequence[str]]]] = None,
+              sharded: bool = False) -> dict:
+    """Metrics of ``fakes(None, n_fake, select)`` against all of ``real``; with ``per_class``
     (the reals' labels ``[N, c_dim]`` and class names) also, per class, ``fakes(row, n_c)``
-    against the ``n_c`` reals of that class."""
+    against the ``n_c`` reals of that class.
+
+    ``fakes(row, count, select=None)`` yields the fakes ``0..count-1`` (or those at the
+    indices ``select``). ``sharded`` under torchrun: every rank generates and extracts the
+    fakes ``rank, rank + W, ...`` (and its share of uncached reals), features are gathered
+    in index order, and rank 0 alone computes the metrics (other ranks return ``{}``), so
+    the values do not depend on the number of processes.
+    """
+    rank, world = _world(sharded)
+    if per_class is not None and world > 1:
+        raise UserError("per-class metrics are not sharded; run them in one process")
     names = [n for n, m in (("inception", ex.inception), ("vgg", ex.vgg)) if m is not None]
     real_feats: dict[str, list[torch.Tensor]] = {}
     if ex.inception is not None:
         real_feats["inception"] = real_features(real, ex.inception, ex.inception_sha, batch, device, cache_dir,
                                                 extractor_name="inception-v3-compat/" + "+".join(
-                                                    ex.inception.features_list), progress=progress)
+                                                    ex.inception.features_list), progress=progress,
+                                                sharded=sharded)
     if ex.vgg is not None:
         real_feats["vgg"] = real_features(real, ex.vgg, ex.vgg_sha, batch, device, cache_dir,
-                                          extractor_name=f"vgg16/{VGG_FEATURE}", progress=progress)
+                                          extractor_name=f"vgg16/{VGG_FEATURE}", progress=progress, sharded=sharded)
     mods = [ex.inception if n == "inception" else ex.vgg for n in names]
     first: list[torch.Tensor] = []
 
@@ -449,12 +491,22 @@ def _evaluate(real: Path, fakes: Callable[[Optional[torch.Tensor], int], Iterato
                 first.append(img)
             yield img
 
-    out = extract_many(remember(fakes(None, n_fake)), mods, batch, device, total=n_fake, progress=progress,
-                       desc="fake features")
+    if n_fake < world:
+        raise UserError(f"{n_fake} fakes, fewer than the {world} processes")
+    select = list(range(rank, n_fake, world)) if world > 1 else None
+    out = extract_many(remember(fakes(None, n_fake, select)), mods, batch, device,
+                       total=len(select) if select else n_fake, progress=progress, desc="fake features")
+    if world > 1:
+        from gan import distributed as dist
+
+        order = torch.as_tensor(select)
+        out = [[dist.gather_features(f, order) for f in feats] for feats in out]
+        if rank != 0:
+            return {}
     fake_feats = dict(zip(names, out))
     result = _metrics_of(real_feats, fake_feats, metrics)
-    result.update(n_real=int(next(iter(real_feats.values()))[0].shape[0]), n_fake=int(next(iter(fake_feats.values()))[0].shape[0]),
-                  resolution=int(first[0].shape[-1]))
+    result.update(n_real=int(next(iter(real_feats.values()))[0].shape[0]),
+                  n_fake=int(next(iter(fake_feats.values()))[0].shape[0]), resolution=int(first[0].shape[-1]))
     if per_class is not None:
         labels, class_names = per_class
         result["per_class"] = {}
@@ -495,13 +547,15 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, metrics: Seq
                        inception_weights: Optional[str | os.PathLike] = None,
                        vgg_weights: Optional[str | os.PathLike] = None, truncation_psi: float = 1.0,
                        cache_dir: Optional[str | os.PathLike] = None, per_class: bool = False,
-                       progress: bool = False, extractors: Optional[_Extractors] = None) -> dict:
+                       progress: bool = False, extractors: Optional[_Extractors] = None,
+                       sharded: bool = False) -> dict:
     """Metrics of a generator (already on ``device``, in eval mode) against ``real``.
 
     ``num`` fakes (default: as many as the reals); a conditional G draws its labels from
     the real archive's label distribution. ``per_class`` adds, for each class, FID/KID of
     ``n_c`` fakes conditioned on it against the ``n_c`` reals of that class (equal counts).
-    ``extractors`` lets a training loop load the networks once.
+    ``extractors`` lets a training loop load the networks once; ``sharded`` splits the
+    work over torchrun's ranks (see :func:`_evaluate`; rank 0 gets the result, others ``{}``).
     """
     t0 = time.time()
     real = Path(real)
@@ -514,15 +568,21 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, metrics: Seq
     if per_class and not G.c_dim:
         raise UserError("--per-class needs a conditional network (this one has no labels)")
 
-    def fakes(row: Optional[torch.Tensor], count: int) -> Iterator[torch.Tensor]:
+    def fakes(row: Optional[torch.Tensor], count: int, select: Optional[Sequence[int]] = None
+              ) -> Iterator[torch.Tensor]:
         if row is None:
             c = fake_labels(labels, count) if labels is not None else None
         else:
             c = row.unsqueeze(0).expand(count, -1)
-        return iter_fake_images(G, count, c, truncation_psi, batch=min(batch, 32))
+        seeds = list(range(count)) if select is None else list(select)
+        if c is not None and select is not None:
+            c = c[torch.as_tensor(seeds)]  # the labels of these seeds, as in the unsharded draw
+        return iter_fake_images(G, len(seeds), c, truncation_psi, batch=min(batch, 32), seeds=seeds)
 
     pc = (labels, getattr(G, "class_names", None)) if per_class else None
-    result = _evaluate(real, fakes, n, metrics, ex, batch, device, cache_dir, progress, pc)
+    result = _evaluate(real, fakes, n, metrics, ex, batch, device, cache_dir, progress, pc, sharded)
+    if not result:  # a rank other than 0 of a sharded evaluation
+        return result
     return _row_info(result, ex, real, truncation_psi, getattr(G, "cur_nimg", 0) / 1000, t0)
 
 
@@ -556,8 +616,8 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: S
     ex = _load_extractors(metrics, device, inception_weights, vgg_weights)
     files = _folder_files(fake_path)[: num if num is not None else None]
 
-    def fakes(_row, count: int) -> Iterator[torch.Tensor]:
-        return (_load_png(f) for f in files[:count])
+    def fakes(_row, count: int, select: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
+        return (_load_png(files[i]) for i in (range(count) if select is None else select))
 
     result = _evaluate(Path(real), fakes, len(files), metrics, ex, batch, device, cache_dir, progress)
     return _row_info(result, ex, real, truncation_psi, None, t0)

@@ -516,9 +516,9 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
         _save_png(run_dir / "fakes_init.png", init)
         mon.image("Fakes", init, 0)
 
-    # In-training metrics run on rank 0 while the others wait at the next collective (keep
-    # --dist-timeout above a metric's duration); gan.distributed.gather_features lets them shard it.
-    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics and rank0 else None
+    # In-training metrics: every rank generates and extracts its share of the fakes (and of
+    # the uncached reals); rank 0 computes the values and writes them.
+    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics else None
 
     sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch, rows=main_plan.rows)
     loader = torch.utils.data.DataLoader(
@@ -647,8 +647,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
                 "stats": last_stats,
             })
             log.info("wrote %s and fakes-%s.png", last_ckpt.name, name)
-            if evaluator is not None:
-                evaluator(G_ema, cur_nimg, last_ckpt)
+        if snapshot and evaluator is not None:
+            evaluator(G_ema, cur_nimg, last_ckpt)
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
 
     bar.close()
@@ -677,7 +677,9 @@ def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: 
         for num in sorted({n for _, _, n in wanted}):  # one set of fakes per count, shared by fid and kid
             same = [(name, kind) for name, kind, n in wanted if n == num]
             res = M.evaluate_generator(G_ema, cfg.data.path, tuple(kind for _, kind in same), num=num, batch=64,
-                                       device=device, cache_dir=cache, extractors=ex)
+                                       device=device, cache_dir=cache, extractors=ex, sharded=True)
+            if not res:  # not rank 0: its share is done, rank 0 writes
+                continue
             info = {k: v for k, v in res.items() if k not in ("fid", "kid", "kid_std")}
             for name, kind in same:
                 row = {"metric": name, "value": res[kind], **({"std": res["kid_std"]} if kind == "kid" else {}),
