@@ -14,7 +14,7 @@ taken from ``stats.jsonl`` between the end of the first tick and the end of the 
 Expectations from the design: per step, every process runs the four phases on its
 share and joins one flattened all-reduce per phase (G or D gradients, fp32), plus a
 few small all-reduces for statistics at tick boundaries. On N GPUs with NVLink the
-all-reduce of the 256-px networks (~30 M parameters, ~120 MB per phase) takes a few
+all-reduce of the 256-px networks (G 23.2 M, D 24.0 M parameters, ~95 MB of fp32 gradients per phase) takes a few
 ms against ~100 ms of compute per step, so scaling is close to linear while the
 per-GPU batch stays >= 4 (the minibatch-std group). On one CPU with C cores, N
 processes share the same cores: no gain is expected beyond what one process with C
