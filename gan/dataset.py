@@ -326,6 +326,22 @@ def _init_worker(source: _Source, options: _Options, ignore_sigint: bool = False
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def square_resize(rgb: np.ndarray, resolution: int, filter: str = "box") -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> ``[R, R, 3]`` as ``prepare`` makes it: central square crop, then
+    ``filter`` (box or lanczos) to shrink, Lanczos to enlarge. Also used by ``gan.metrics``
+    so real images of another size are brought to the generator's resolution the same way."""
+    h, w = rgb.shape[:2]
+    short = min(w, h)
+    if w != h:
+        top, left = (h - short) // 2, (w - short) // 2
+        rgb = rgb[top:top + short, left:left + short]  # [S, S, 3]
+    if short != resolution:
+        flt = _FILTERS[filter] if short > resolution else Image.Resampling.LANCZOS
+        rgb = np.array(Image.fromarray(np.ascontiguousarray(rgb)).resize((resolution, resolution), flt),
+                       dtype=np.uint8)  # a writable copy
+    return np.ascontiguousarray(rgb)
+
+
 def _process(task: tuple[int, str]) -> _Result:
     """Read, decode, convert, crop, resize and encode one image (runs in a worker)."""
     index, rel = task
@@ -361,18 +377,11 @@ def _process(task: tuple[int, str]) -> _Result:
     if short < opt.min_size:
         res.status, res.reason = _REFUSED, f"short side {short} px is below --min-size {opt.min_size}"
         return res
-    if w != h:
-        if opt.crop == "none":
-            res.status, res.reason = _REFUSED, f"not square ({w}x{h}); pass --crop center to crop it"
-            return res
-        top, left = (h - short) // 2, (w - short) // 2
-        rgb = rgb[top:top + short, left:left + short]  # [S, S, 3]
-    r = opt.resolution
-    if short != r:
-        flt = _FILTERS[opt.filter] if short > r else Image.Resampling.LANCZOS
-        res.upscaled = short < r
-        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((r, r), flt), dtype=np.uint8)
-    rgb = np.ascontiguousarray(rgb)  # [R, R, 3]
+    if w != h and opt.crop == "none":
+        res.status, res.reason = _REFUSED, f"not square ({w}x{h}); pass --crop center to crop it"
+        return res
+    res.upscaled = short < opt.resolution
+    rgb = square_resize(rgb, opt.resolution, opt.filter)  # [R, R, 3]
     res.sha1 = hashlib.sha1(rgb.tobytes()).hexdigest()
     res.hash64 = dhash(rgb)
     buf = io.BytesIO()

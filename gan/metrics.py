@@ -181,9 +181,23 @@ def _first_size(source: Path) -> tuple[int, int]:
 
 
 def iter_real_images(source: str | os.PathLike, num: Optional[int] = None,
-                     indices: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
+                     indices: Optional[Sequence[int]] = None, resolution: Optional[int] = None
+                     ) -> Iterator[torch.Tensor]:
     """uint8 ``[3, H, W]`` images of a prepared archive (zip or unzipped) or an image folder
-    (recursive): the first ``num`` (default all), or those at ``indices`` (a rank's shard)."""
+    (recursive): the first ``num`` (default all), or those at ``indices`` (a rank's shard).
+
+    With ``resolution``, an image of another size is brought to ``[3, R, R]`` as ``prepare``
+    would (central square, box filter down, Lanczos up: :func:`gan.dataset.square_resize`),
+    so a folder of photos of any size compares with a generator's output at its resolution.
+    """
+    if resolution is not None:
+        from gan.dataset import square_resize
+
+        for img in iter_real_images(source, num, indices):
+            if tuple(img.shape[1:]) != (resolution, resolution):
+                img = torch.from_numpy(square_resize(img.permute(1, 2, 0).numpy(), resolution)).permute(2, 0, 1)
+            yield img
+        return
     path = Path(source)
     if not path.exists():
         raise UserError(f"--real {path}: no such archive or folder")
@@ -320,10 +334,12 @@ def _world(sharded: bool) -> tuple[int, int]:
 def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_sha256: str, batch: int = 64,
                   device: str | torch.device = "cpu", cache_dir: Optional[str | os.PathLike] = None,
                   extractor_name: str = f"inception-v3-compat/{POOL}", num: Optional[int] = None,
-                  progress: bool = False, sharded: bool = False) -> list[torch.Tensor]:
+                  progress: bool = False, sharded: bool = False, resolution: Optional[int] = None
+                  ) -> list[torch.Tensor]:
     """Features ``[N, D]`` (one per extractor feature) of the real source (all of it, or the
-    first ``num``), read from ``cache_dir`` when a file for the same (content fingerprint,
-    count, first image's size, extractor and feature names, weights SHA-256) exists;
+    first ``num``; images of another size than ``resolution`` resized as ``prepare`` would),
+    read from ``cache_dir`` when a file for the same (content fingerprint, count, first
+    image's size, target resolution, extractor and feature names, weights SHA-256) exists;
     otherwise extracted and written atomically, so concurrent runs never see half a file.
 
     ``sharded`` (under torchrun): rank ``r`` extracts images ``r, r + W, ...``, the shards
@@ -337,7 +353,8 @@ def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_s
     dest = None
     if cache_dir is not None:
         key = hashlib.sha1("|".join([source_fingerprint(real), f"num={num or 'all'}",
-                                     f"size={_first_size(Path(real))}", extractor_name, weights_sha256]).encode())
+                                     f"size={_first_size(Path(real))}", f"res={resolution}", extractor_name,
+                                     weights_sha256]).encode())
         dest = Path(cache_dir) / f"real-features-{key.hexdigest()[:20]}.pt"
     have = dest is not None and dest.is_file()
     if world > 1:
@@ -350,7 +367,7 @@ def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_s
     if total < world:
         raise UserError(f"{real}: {total} real images, fewer than the {world} processes")
     idx = list(range(rank, total, world))
-    feats = extract_many(iter_real_images(real, num, idx), [extractor], batch, device, total=len(idx),
+    feats = extract_many(iter_real_images(real, num, idx, resolution), [extractor], batch, device, total=len(idx),
                          progress=progress, desc="real features")[0]
     if world > 1:
         from gan import distributed as dist
@@ -458,7 +475,7 @@ def _class_groups(labels: torch.Tensor, names: Optional[Sequence[str]]) -> list[
 def _evaluate(real: Path, fakes: Callable[..., Iterator[torch.Tensor]], n_fake: int,
               metrics: Sequence[str], ex: _Extractors, batch: int, device, cache_dir, progress: bool,
               per_class: Optional[tuple[torch.Tensor, Optional[Sequence[str]]]] = None,
-              sharded: bool = False) -> dict:
+              sharded: bool = False, resolution: Optional[int] = None) -> dict:
     """Metrics of ``fakes(None, n_fake, select)`` against all of ``real``; with ``per_class``
     (the reals' labels ``[N, c_dim]`` and class names) also, per class, ``fakes(row, n_c)``
     against the ``n_c`` reals of that class.
@@ -478,10 +495,11 @@ def _evaluate(real: Path, fakes: Callable[..., Iterator[torch.Tensor]], n_fake: 
         real_feats["inception"] = real_features(real, ex.inception, ex.inception_sha, batch, device, cache_dir,
                                                 extractor_name="inception-v3-compat/" + "+".join(
                                                     ex.inception.features_list), progress=progress,
-                                                sharded=sharded)
+                                                sharded=sharded, resolution=resolution)
     if ex.vgg is not None:
         real_feats["vgg"] = real_features(real, ex.vgg, ex.vgg_sha, batch, device, cache_dir,
-                                          extractor_name=f"vgg16/{VGG_FEATURE}", progress=progress, sharded=sharded)
+                                          extractor_name=f"vgg16/{VGG_FEATURE}", progress=progress, sharded=sharded,
+                                          resolution=resolution)
     mods = [ex.inception if n == "inception" else ex.vgg for n in names]
     first: list[torch.Tensor] = []
 
@@ -536,7 +554,8 @@ def _metrics_of(real: dict, fake: dict, metrics: Sequence[str]) -> dict:
 
 
 def _row_info(result: dict, ex: _Extractors, real, truncation_psi: float, kimg, t0: float) -> dict:
-    result.update(resize="torch-fidelity TF1 bilinear to 299 (Inception) / 224 (VGG16)",
+    result.update(resize="reals of another size: central square + box filter to the fakes' resolution (as "
+                  "prepare); then torch-fidelity TF1 bilinear to 299 (Inception) / 224 (VGG16)",
                   weights_sha256=ex.inception_sha, vgg_weights_sha256=ex.vgg_sha, real=str(real), kimg=kimg,
                   truncation_psi=truncation_psi, seconds=round(time.time() - t0, 3))
     return result
@@ -580,7 +599,8 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, metrics: Seq
         return iter_fake_images(G, len(seeds), c, truncation_psi, batch=min(batch, 32), seeds=seeds)
 
     pc = (labels, getattr(G, "class_names", None)) if per_class else None
-    result = _evaluate(real, fakes, n, metrics, ex, batch, device, cache_dir, progress, pc, sharded)
+    result = _evaluate(real, fakes, n, metrics, ex, batch, device, cache_dir, progress, pc, sharded,
+                       resolution=int(G.img_resolution))
     if not result:  # a rank other than 0 of a sharded evaluation
         return result
     return _row_info(result, ex, real, truncation_psi, getattr(G, "cur_nimg", 0) / 1000, t0)
@@ -614,12 +634,23 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: S
     if per_class:
         raise UserError("--per-class needs --network (a conditional generator), not a fake image folder")
     ex = _load_extractors(metrics, device, inception_weights, vgg_weights)
+    from PIL import Image
+
     files = _folder_files(fake_path)[: num if num is not None else None]
 
     def fakes(_row, count: int, select: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
-        return (_load_png(files[i]) for i in (range(count) if select is None else select))
+        from gan.dataset import square_resize
 
-    result = _evaluate(Path(real), fakes, len(files), metrics, ex, batch, device, cache_dir, progress)
+        for i in (range(count) if select is None else select):
+            img = _load_png(files[i])  # [3, H, W]
+            if fake_res is not None and tuple(img.shape[1:]) != (fake_res, fake_res):
+                img = torch.from_numpy(square_resize(img.permute(1, 2, 0).numpy(), fake_res)).permute(2, 0, 1)
+            yield img
+
+    with Image.open(files[0]) as first:
+        fake_res = first.size[0] if first.size[0] == first.size[1] else None
+    result = _evaluate(Path(real), fakes, len(files), metrics, ex, batch, device, cache_dir, progress,
+                       resolution=fake_res)
     return _row_info(result, ex, real, truncation_psi, None, t0)
 
 

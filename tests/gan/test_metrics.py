@@ -271,3 +271,26 @@ def test_training_with_metrics_but_no_weights_stops_before_the_run_folder(prepar
                                     "--metrics", "fid10k", "--no-progress"])
     assert res.exit_code == 2, res.output
     assert M.INCEPTION_FILE in res.output and not (tmp_path / "runs").exists()
+
+
+def test_real_folder_of_mixed_sizes_is_resized_to_the_fake_resolution(tmp_path, inception_weights, one_thread):
+    """Photos of any size and shape (a raw MTF folder) against 32-px fakes: each real image
+    is cropped and resized as `prepare` would, so the batch stacks and FID is defined."""
+    from gan.dataset import square_resize
+
+    rng = np.random.default_rng(3)
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    sizes = [(50, 40), (64, 64), (20, 20), (33, 47), (32, 32), (100, 30)]
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+    _write(real, np.empty(0))  # folder only
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(real / f"{i}.png")
+    _write(fake, rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    got = list(M.iter_real_images(real, resolution=32))
+    assert all(tuple(g.shape) == (3, 32, 32) for g in got)
+    assert torch.equal(got[1], torch.from_numpy(square_resize(arrays[1], 32)).permute(2, 0, 1))  # 64 -> 32, box
+    assert torch.equal(got[4], torch.from_numpy(arrays[4]).permute(2, 0, 1))  # already 32: untouched
+    res = M.compute_metrics(real, fake, metrics=("fid", "kid"), inception_weights=inception_weights, batch=6,
+                            cache_dir=tmp_path / "cache")
+    assert res["n_real"] == res["n_fake"] == 6 and res["resolution"] == 32 and np.isfinite(res["fid"])
+    assert "box filter" in res["resize"]
