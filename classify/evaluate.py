@@ -110,6 +110,25 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     }
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no window, works headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Write ``fig`` as a PNG atomically (a crash never leaves half a picture) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    pyplot().close(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
     """Row-normalized confusion matrix as a PNG (colour = share of the true class).
 
@@ -117,11 +136,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
     axes up to :data:`TICK_LABELS_MAX`, so 240 face-recognition classes stay readable as a
     heat map (a bright diagonal) instead of a black smear of text.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(cm)
     k = len(classes)
     rates = _div(cm.astype(np.float64), cm.sum(axis=1, keepdims=True).astype(np.float64))
@@ -145,11 +160,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_figure(fig, path)
 
 
 def write_metrics(metrics: dict[str, Any], outdir: str | os.PathLike, title: str = "") -> list[Path]:

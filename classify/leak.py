@@ -24,7 +24,6 @@ Everything here is plain numpy/torch on arrays, so ``mtf-classify score`` (in
 """
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan.util import UserError, atomic_write_bytes
+from classify.evaluate import pyplot, save_figure
+from gan.util import UserError
 
 __all__ = [
     "METRICS",
@@ -217,24 +217,6 @@ def _hwc(img: Any) -> np.ndarray:
     return a
 
 
-def _save_figure(fig: Any, path: str | os.PathLike) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_closest_pairs(
     gen_images: Sequence[Any] | Mapping[int, Any],
     train_images: Sequence[Any] | Mapping[int, Any],
@@ -250,7 +232,7 @@ def plot_closest_pairs(
     ``result["order"][:n]`` and their ``result["index"]``), so a 132k-image archive need
     not be loaded to draw 16 pairs.
     """
-    plt = _pyplot()
+    plt = pyplot()
     order = np.asarray(result["order"])[:n]
     if len(order) == 0:
         raise UserError("memorization: no generated images to plot")
@@ -272,7 +254,7 @@ def plot_closest_pairs(
     note = "  (* closer than 1% of held-out real images)" if p1 is not None else ""
     fig.suptitle(f"closest generated faces (top) and their nearest training images (below){note}", fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- identity
@@ -422,14 +404,14 @@ def plot_leaks(
     classifier's train split); a person without images gets an empty row beside the face.
     When nothing was flagged, the PNG says so (the file always exists for the report).
     """
-    plt = _pyplot()
+    plt = pyplot()
     idx = list(result["indices"])[:n]
     if not idx:
         fig, ax = plt.subplots(figsize=(5, 1.2))
         ax.axis("off")
         ax.text(0.5, 0.5, f"no generated face reached the identity threshold {result['threshold']:.3f}",
                 ha="center", va="center", fontsize=9)
-        _save_figure(fig, path)
+        save_figure(fig, path)
         return
     cols = 1 + per_person
     fig, axes = plt.subplots(len(idx), cols, figsize=(1.5 * cols, 1.7 * len(idx)), squeeze=False)
@@ -444,4 +426,4 @@ def plot_leaks(
                 axes[r, 1 + c].set_title(person, fontsize=7, loc="left")
     fig.suptitle(f"generated faces matched to a known person (threshold {result['threshold']:.3f})", fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)

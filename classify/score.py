@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from classify.evaluate import pyplot, save_figure
 from gan.util import UserError
 
 __all__ = ["Classifier", "load_classifier", "to_classifier_size", "iter_image_source", "list_image_files",
@@ -617,28 +618,6 @@ def condition_groups(G: nn.Module, clf: Classifier) -> Optional[list[tuple[int, 
 # ---------------------------------------------------------------------------- plots
 
 
-def _save_fig(fig: Any, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    from gan.util import atomic_write_bytes
-
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _shown_classes(t: dict[str, Any]) -> list[int]:
     """Class indices a panel shows: all, or the :data:`MAX_CLASSES_SHOWN` most frequent."""
     k = len(t["classes"])
@@ -652,7 +631,7 @@ def plot_attributes(tasks: dict[str, dict[str, Any]], path: Path) -> None:
     """Grouped bars per task: predicted shares on the reference and generated images
     (same classifier, same transform), the BBSE-corrected generated shares where the
     classifier has a confusion matrix, and the reference's true shares as ticks."""
-    plt = _plt()
+    plt = pyplot()
     n = len(tasks)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, 3.9), squeeze=False)
     for ax, (task, t) in zip(axes[0], tasks.items()):
@@ -680,14 +659,14 @@ def plot_attributes(tasks: dict[str, dict[str, Any]], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confidence(t: dict[str, Any], gen_conf: np.ndarray, ref_conf: np.ndarray, path: Path) -> None:
     """Histograms of the top-class probability on generated and reference images. A
     generated histogram piled near ``1/K`` means faces the classifier finds ambiguous
     (often artefacts); one piled near 1 like the reference's means clear attributes."""
-    plt = _plt()
+    plt = pyplot()
     k = len(t["classes"])
     bins = np.linspace(1.0 / k, 1.0, 21)
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
@@ -699,7 +678,7 @@ def plot_confidence(t: dict[str, Any], gen_conf: np.ndarray, ref_conf: np.ndarra
     ax.set_title(f"{t['task']}: confidence", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def _strip(images: Sequence[torch.Tensor], size: int) -> np.ndarray:
@@ -713,7 +692,7 @@ def plot_samples(t: dict[str, Any], images: Sequence[torch.Tensor], probs: np.nd
     """Per predicted class (the most frequent :data:`MAX_GRID_ROWS`), the ``n`` generated
     faces the classifier is surest of, then the ``n`` it is least sure of: what the
     generator's 'Female' looks like, and which faces are borderline."""
-    plt = _plt()
+    plt = pyplot()
     pred, conf = probs.argmax(1), probs.max(1)
     counts = np.bincount(pred, minlength=probs.shape[1])
     rows = [j for j in np.argsort(-counts, kind="stable")[:MAX_GRID_ROWS] if counts[j] > 0]
@@ -733,12 +712,12 @@ def plot_samples(t: dict[str, Any], images: Sequence[torch.Tensor], probs: np.nd
                 ax.set_title(f"{what} confident", fontsize=9)
     fig.suptitle(f"{t['task']}: generated faces by predicted class", fontsize=10)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def plot_consistency(c: dict[str, Any], path: Path) -> None:
     """Condition (rows) vs classifier prediction (columns), each row a share of its faces."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(c["matrix"])
     fig, ax = plt.subplots(figsize=(1.1 * m.shape[1] + 2.8, 0.8 * m.shape[0] + 1.8))
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
@@ -753,7 +732,7 @@ def plot_consistency(c: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("generator condition (images)")
     ax.set_title(f"conditional consistency: {c['task']}", fontsize=10)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- per-task numbers
