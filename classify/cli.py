@@ -58,6 +58,9 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
 _RECIPE = click.option("--recipe", default=None, metavar="NAME|FILE.yaml",
                        help="Preset (notebook, improved, demo: configs/classify/) or a YAML file [default: notebook].")
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+_DIST_TIMEOUT = click.option(
+    "--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+    help="Under torchrun: seconds a collective may wait for the other processes before the job stops.")
 _THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="CPU threads for torch (torch.set_num_threads) [default: torch's choice]. "
                              "1 is often fastest for the tiny demo model on a busy machine.")
@@ -93,8 +96,7 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
 @_PROGRESS
 @_THREADS
-@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-              help="Under torchrun: seconds a collective may wait for the other processes before the job stops.")
+@_DIST_TIMEOUT
 @friendly_errors
 @_weights_exit2
 def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str, overrides: tuple[str, ...],
@@ -160,8 +162,7 @@ def evaluate_cmd(checkpoint: str, data: str, split: str, outdir: str | None, dev
 @_CACHE
 @_PROGRESS
 @_THREADS
-@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-              help="Under torchrun: seconds a collective may wait for the other processes before the job stops.")
+@_DIST_TIMEOUT
 @friendly_errors
 @_weights_exit2
 def baselines_cmd(data: str, outdir: str, models: str | None, tasks: str | None, recipe: str | None,

@@ -237,10 +237,8 @@ def evaluate(
     ckpt_path = Path(checkpoint)
     if not ckpt_path.is_file():
         raise UserError(f"evaluate: checkpoint {ckpt_path} does not exist; pass best.pt or last.pt of a run")
-    ckpt = T.load_checkpoint(ckpt_path)
     dev = T.resolve_device(device)
-    model = T.model_from_checkpoint(ckpt).to(dev)
-    recipe = T.recipe_from_dict(ckpt["recipe"])
+    ckpt, model, recipe = T.load_for_inference(ckpt_path, dev)
     task_data = T.scan_for(data, ckpt["task"], recipe, classes=ckpt["classes"])
     if split not in task_data.splits:
         raise UserError(f"evaluate: no {split} split in {task_data.root}")

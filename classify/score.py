@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from classify.evaluate import pyplot, save_figure
+from gan.metrics import IMAGE_EXTS  # one list of image types for both packages
 from gan.util import UserError
 
 __all__ = ["Classifier", "load_classifier", "to_classifier_size", "iter_image_source", "list_image_files",
@@ -43,7 +44,6 @@ __all__ = ["Classifier", "load_classifier", "to_classifier_size", "iter_image_so
            "bbse_correct", "total_variation", "kl_divergence", "smoothed", "task_report", "consistency_report",
            "reference_labels", "plot_attributes", "format_markdown"]
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def to_classifier_size(img: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -147,10 +147,8 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--classifier {p}: no such file; pass the best.pt of an mtf-classify train run")
-    ckpt = T.load_checkpoint(p)
     dev = torch.device(device)
-    model = T.model_from_checkpoint(ckpt).to(dev)
-    recipe = T.recipe_from_dict(ckpt["recipe"])
+    ckpt, model, recipe = T.load_for_inference(p, dev)
     confusion = None
     mfile = p.parent / "metrics.json"
     if mfile.is_file():
@@ -167,13 +165,12 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder``, recursively, sorted; a clear error when there are none."""
+    from gan.metrics import list_images
+
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise UserError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) in this folder or below it")
-    return files
+    return list_images(root)
 
 
 def _read_rgb(path: Path) -> torch.Tensor:

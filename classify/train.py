@@ -371,6 +371,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def load_for_inference(path: str | os.PathLike, device: torch.device) -> tuple[dict[str, Any], nn.Module, Recipe]:
+    """``(checkpoint, model in eval mode on device, recipe)`` of a ``best.pt``/``last.pt``:
+    what evaluation and scoring both need to run a trained classifier."""
+    ckpt = load_checkpoint(path)
+    return ckpt, model_from_checkpoint(ckpt).to(device), recipe_from_dict(ckpt["recipe"])
+
+
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The trained classifier of a checkpoint, in eval mode (no ImageNet weights needed)."""
     model = create_model(ckpt["model_name"], len(ckpt["classes"]))

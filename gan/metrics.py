@@ -48,7 +48,7 @@ __all__ = [
     "iter_real_images", "iter_fake_images", "extract_many", "extract_features", "fid_statistics",
     "fid_from_statistics", "kid_from_features", "is_from_logits", "pr_from_features", "compute_metrics",
     "evaluate_generator", "source_fingerprint", "real_features", "real_labels", "fake_labels",
-    "parse_training_metrics", "PER_CLASS_NOTE",
+    "parse_training_metrics", "PER_CLASS_NOTE", "list_images",
 ]
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -144,8 +144,9 @@ def _is_archive(path: Path) -> bool:
     return (path.is_file() and path.suffix.lower() == ".zip") or (path / "dataset.json").is_file()
 
 
-def _folder_files(path: Path) -> list[Path]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+def list_images(path: Path) -> list[Path]:
+    """Image files under ``path``, recursively, sorted; a clear error when there are none."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise UserError(f"{path}: no images ({', '.join(IMAGE_EXTS)}) found in this folder or below it")
     return files
@@ -164,7 +165,7 @@ def _count(source: Path) -> int:
         from gan.dataset import ImageDataset
 
         return len(ImageDataset(source).names)
-    return len(_folder_files(source))
+    return len(list_images(source))
 
 
 def _first_size(source: Path) -> tuple[int, int]:
@@ -176,7 +177,7 @@ def _first_size(source: Path) -> tuple[int, int]:
 
         _, h, w = ImageDataset(source).image_shape
         return (w, h)
-    with Image.open(_folder_files(source)[0]) as img:
+    with Image.open(list_images(source)[0]) as img:
         return img.size
 
 
@@ -210,7 +211,7 @@ def iter_real_images(source: str | os.PathLike, num: Optional[int] = None,
             img = ds[i][0]
             yield torch.as_tensor(np.asarray(img))
     else:
-        files = _folder_files(path)
+        files = list_images(path)
         files = files[: num if num is not None else len(files)]
         for i in (range(len(files)) if indices is None else indices):
             yield _load_png(files[i])
@@ -317,7 +318,7 @@ def source_fingerprint(source: str | os.PathLike) -> str:
     elif (path / "dataset.json").is_file():
         h.update((path / "dataset.json").read_bytes())
     else:
-        listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in _folder_files(path)]
+        listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in list_images(path)]
         h.update(json.dumps(listing).encode())
     return h.hexdigest()
 
@@ -636,7 +637,7 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, metrics: S
     ex = _load_extractors(metrics, device, inception_weights, vgg_weights)
     from PIL import Image
 
-    files = _folder_files(fake_path)[: num if num is not None else None]
+    files = list_images(fake_path)[: num if num is not None else None]
 
     def fakes(_row, count: int, select: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
         from gan.dataset import square_resize
