@@ -40,7 +40,7 @@ import torch.distributed as dist
 from gan.util import UserError
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "BatchPlan", "env_world", "session", "is_distributed", "rank", "world_size",
+    "DEFAULT_TIMEOUT_S", "BatchPlan", "env_world", "pick_device", "session", "is_distributed", "rank", "world_size",
     "is_rank0", "barrier", "broadcast_object", "all_reduce_", "all_reduce_grads", "reduce_stats",
     "all_gather_rows", "gather_features", "split_evenly", "shard_batch",
 ]
@@ -68,9 +68,12 @@ def env_world() -> tuple[int, int, int]:
     return rank_, world, local
 
 
-def _pick_device(name: str, local_rank: int, world: int) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or auto")
+def pick_device(name: str, local_rank: int = 0, world: int = 1) -> torch.device:
+    """The one device resolver of both packages: ``auto`` (CUDA when visible, else CPU),
+    ``cpu``, ``cuda`` or ``cuda:K``; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``.
+    Asking for CUDA where torch sees no GPU is a :class:`UserError`, not a deep traceback."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (slow) or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and world > 1:
@@ -79,7 +82,10 @@ def _pick_device(name: str, local_rank: int, world: int) -> torch.device:
             raise UserError(f"LOCAL_RANK={local_rank} but only {n} GPU(s) are visible on this node; "
                             f"launch at most {n} processes per node (--nproc_per_node={n})")
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:K") from None
 
 
 @contextlib.contextmanager
@@ -91,7 +97,7 @@ def session(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Itera
     sessions reuse the outer group; the group is destroyed by the session that made it.
     """
     rank_, world, local = env_world()
-    dev = _pick_device(device, local, world)
+    dev = pick_device(device, local, world)
     if world == 1 or dist.is_initialized():  # alone (the device as named), or inside an outer session
         if world > 1 and dev.type == "cuda":
             torch.cuda.set_device(dev)

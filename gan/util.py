@@ -1,4 +1,4 @@
-"""Small helpers shared by every stage: atomic writes, run folders, PATH for ninja."""
+"""Small helpers shared by every stage: user-facing errors, atomic writes, PATH for ninja."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ class UserError(Exception):
     Its message names the file or option and says what to do; the CLIs print it
     without a traceback and exit non-zero.
     """
+
+
+class MissingWeights(UserError):
+    """A pretrained weights file (Inception, VGG16, an ImageNet classifier, a published
+    network) is not on this machine. Nothing is downloaded at run time: the message is one
+    paragraph naming the file, where it goes and where to get it, and every CLI exits with
+    status 2 (``exit_code``) through its one error handler."""
+
+    exit_code = 2
 
 
 @contextlib.contextmanager

@@ -12,27 +12,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests._settings import (  # noqa: F401  (constants live in tests/_settings.py)
+    CURATED_PER_PERSON, CURATED_PEOPLE, DEMO_GAN_CONFIG, DEMO_GAN_KIMG, NONCURATED_PER_PERSON, NONCURATED_PEOPLE,
+    REPO, SYNTH_RES,
+)
 
 # Plots are written to files; never open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
 # One cache for the compiled ops across the whole run (and later local runs: the folder is
 # git-ignored and keyed by source hash), so the C++ extension is built once, not per module.
 os.environ.setdefault("MTF_EXTENSIONS_DIR", str(REPO / ".cache" / "extensions"))
-
-#: Sizes of the shared synthetic sets: small enough for CPU tests, large enough that
-#: every class of every attribute is present and a tiny CNN has something to learn.
-SYNTH_RES = 32
-NONCURATED_PEOPLE, NONCURATED_PER_PERSON = 12, 8
-CURATED_PEOPLE, CURATED_PER_PERSON = 16, 10
-#: The GAN demo preset and its length (500 steps of 8, about a minute on one CPU thread).
-DEMO_GAN_CONFIG = REPO / "configs" / "gan" / "demo.yaml"
-DEMO_GAN_KIMG = 4.0
-
-
-def shared_dir() -> Path:
-    """``../shared`` beside the repository (CI lays a copy there), or ``$MTF_SHARED_DIR``."""
-    return Path(os.environ.get("MTF_SHARED_DIR", REPO.parent / "shared"))
 
 
 @pytest.fixture(scope="module")

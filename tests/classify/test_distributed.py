@@ -12,7 +12,7 @@ import pytest
 from classify import train as T
 from classify.evaluate import evaluate
 
-from tests.conftest import REPO
+from tests._settings import REPO
 
 SMALL = ["data.input_size=32", "data.cache_size=32", "train.epochs=3"]
 

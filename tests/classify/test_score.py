@@ -21,7 +21,7 @@ from PIL import Image
 
 from classify import score as S
 from gan.util import UserError
-from tests.conftest import CURATED_PEOPLE, SYNTH_RES
+from tests._settings import CURATED_PEOPLE, SYNTH_RES
 
 TASKS4 = ("gender", "race", "age", "face_recognition")
 

@@ -27,7 +27,7 @@ from gan.loss import StepRandom
 from gan.train import check_config, load_run_config, open_dataset, resolve_config, train
 from gan.util import UserError
 
-from tests.conftest import DEMO_GAN_CONFIG as DEMO, REPO
+from tests._settings import DEMO_GAN_CONFIG as DEMO, REPO
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 #: The resume tests' tiny network (tests/gan/test_train.py): every regularizer and ADA act

@@ -237,7 +237,7 @@ def test_training_with_metrics_writes_jsonl_rows_and_tensorboard_scalars(prepare
     TensorBoard, and the real side extracted once (cached) for both snapshots and both metrics."""
     from gan.checkpoint import checkpoint_name
     from gan.train import load_run_config, train
-    from tests.conftest import DEMO_GAN_CONFIG
+    from tests._settings import DEMO_GAN_CONFIG
 
     calls = []
     orig = M.real_features

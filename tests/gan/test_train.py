@@ -34,7 +34,7 @@ from gan.train import (
 )
 from gan.util import UserError
 
-from tests.conftest import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG, REPO
+from tests._settings import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG, REPO
 
 
 # ----------------------------------------------------------------------------

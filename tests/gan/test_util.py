@@ -12,7 +12,7 @@ import pytest
 
 from gan.dataset import ImageDataset
 from gan.util import atomic_path, atomic_write_text, ensure_venv_bin_on_path
-from tests.conftest import (
+from tests._settings import (
     CURATED_PEOPLE,
     NONCURATED_PEOPLE,
     NONCURATED_PER_PERSON,
