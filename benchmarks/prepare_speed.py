@@ -29,7 +29,7 @@ from _common import git_sha  # noqa: E402  (benchmarks/ is on sys.path when run 
 def bench(num: int, src_res: int, res: int, worker_counts: tuple[int, ...]) -> None:
     import torch
 
-    from gan.dataset import prepare
+    from gan.prepare import prepare
     from gan.synthetic import write_synthetic
 
     torch.set_num_threads(1)

@@ -38,7 +38,7 @@ from _common import git_sha  # noqa: E402  (benchmarks/ is on sys.path when run 
 
 
 def _archive(tmp: Path, res: int) -> Path:
-    from gan.dataset import prepare
+    from gan.prepare import prepare
     from gan.synthetic import write_synthetic
 
     src = tmp / "synth"

@@ -113,7 +113,7 @@ def prepare_cmd(src: str, dest: str, resolution: int, labels: str | None, label_
     StyleGAN2-ADA dataset_tool format, plus sizes.json, duplicates.json and skipped.txt.
     DEST must not exist.
     """
-    from gan.dataset import prepare
+    from gan.prepare import prepare
 
     summary = prepare(
         src, dest, resolution=resolution, labels=labels, label_columns=label_columns, crop=crop,
@@ -189,33 +189,31 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     Several GPUs or nodes: launch with torchrun, e.g. `torchrun --standalone --nproc_per_node=8
     $(which mtf-gan) train ...`; --batch stays the global batch and only rank 0 writes files.
     """
-    import json
     from pathlib import Path
 
     from gan import distributed as dist
-    from gan import train as T
+    from gan import run_config as RC
     from gan.checkpoint import load_checkpoint, new_run_dir, resolve_resume
+    from gan.train import train
 
     resume_path = resolve_resume(resume, outdir) if resume else None
-    base = None
-    if resume_path is not None and config_path is None:
-        base = load_checkpoint(resume_path)["config"]
+    state = load_checkpoint(resume_path) if resume_path is not None else None  # read once
+    base = state["config"] if state is not None and config_path is None else None
     flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
              "train.batch": batch, "train.batch_gpu": batch_gpu, "loss.r1_gamma": gamma, "train.snap_kimg": snap,
              "train.seed": seed, "train.device": device, "train.inception_weights": inception_weights,
              "train.metrics": [m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else None}
-    sets = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
+    values = {k: v for k, v in flags.items() if v is not None}  # typed, as click parsed them
+    cfg = RC.load_run_config(config_path, overrides, base=base, values=values)
+    dataset = RC.open_dataset(cfg.data)  # opened once, for the auto rule and every check
     if base is None and config_path is None:
-        data_path = data or T.load_run_config(None, sets).data.path
-        base = T.auto_settings(T.open_dataset(T.DataConfig(path=data_path)).resolution)
-    cfg = T.load_run_config(config_path, sets, base=base)
+        cfg = RC.with_auto(cfg, dataset.resolution, RC.explicit_keys(values, overrides))
+    cfg, dataset = RC.prepare_run(cfg, dataset=dataset)  # resolve and check: fail before any folder
     if dry_run:
         if dist.env_world()[0] == 0:
-            click.echo(T.dry_run(cfg), nl=False)
+            click.echo(RC.dry_run(cfg, dataset), nl=False)
         return
-    dataset = T.open_dataset(cfg.data)
-    T.check_config(T.resolve_config(cfg, dataset), dataset, dist.env_world()[1])  # fail before any folder
-    desc = T.describe(cfg, Path(cfg.data.path).stem) + ("-resume" if resume_path else "")
+    desc = RC.describe(cfg, Path(cfg.data.path).stem) + ("-resume" if resume_path else "")
     with dist.session(cfg.train.device, dist_timeout):
         # Under torchrun rank 0 numbers and creates the run folder; every rank trains into it.
         made = ("", "")
@@ -228,7 +226,8 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
         if status == "error":
             raise UserError(value)
         run_dir = Path(value)
-        result = T.train(cfg, run_dir, resume=resume_path, progress=progress, dist_timeout=dist_timeout)
+        result = train(cfg, run_dir, resume=resume_path, progress=progress, dist_timeout=dist_timeout,
+                       dataset=dataset, state=state)
     if dist.env_world()[0] == 0:
         click.echo(f"done: {result['cur_nimg'] / 1000:g} kimg; run folder {run_dir}; last checkpoint "
                    f"{result['checkpoint'].name if result['checkpoint'] else '-'}")
@@ -254,7 +253,7 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
                  grid: bool, interpolate_steps: int, outdir: str, device: str) -> None:
     """Draw images from a checkpoint's EMA generator."""
     from gan.generate import generate, parse_seeds
-    from gan.train import pick_device
+    from gan.distributed import pick_device
 
     written = generate(network, parse_seeds(seeds), outdir, truncation_psi=truncation_psi, class_name=class_name,
                        noise_mode=noise_mode, grid=grid, interpolate_steps=interpolate_steps,

@@ -29,6 +29,8 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "apply_values",
+    "override_keys",
     "load_config",
     "save_config",
     "dump_config",
@@ -230,9 +232,19 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Iterable[str]) -
     Values are parsed as YAML scalars/lists (``16`` is an int, ``0.5`` a float,
     ``[1,2]`` a list, ``null`` None) and type-checked when the dataclass is built.
     """
+    parsed = [_parse_override(item) for item in overrides]
+    return apply_values(cls, data, {tuple(path): value for path, value in parsed})
+
+
+def apply_values(cls: type, data: dict[str, Any], values: dict[str, Any] | dict[tuple[str, ...], Any]
+                 ) -> dict[str, Any]:
+    """Set dotted keys (``{"train.batch": 16}``) to typed values in a nested dict, checking the
+    keys against ``cls`` like ``--set`` does; the values are type-checked when the dataclass
+    is built. This is how CLI flags reach a config: as the values click parsed, never
+    written out as strings and parsed back."""
     data = _deepcopy_dict(data)
-    for item in overrides:
-        path, value = _parse_override(item)
+    for key, value in values.items():
+        path = list(key) if isinstance(key, (tuple, list)) else str(key).split(".")
         node_cls: Any = cls
         node = data
         for i, part in enumerate(path):
@@ -253,6 +265,11 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Iterable[str]) -
                     raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a mapping in the config file")
                 node_cls = tp
     return data
+
+
+def override_keys(overrides: Iterable[str]) -> list[str]:
+    """The dotted keys that ``--set`` strings name (syntax-checked, values ignored)."""
+    return [".".join(_parse_override(item)[0]) for item in overrides]
 
 
 def _deepcopy_dict(d: dict[str, Any]) -> dict[str, Any]:
@@ -310,11 +327,14 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     base: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> T:
-    """Defaults of ``cls`` <- ``base`` dict <- YAML file ``path`` <- ``overrides``."""
+    """Defaults of ``cls`` <- ``base`` dict <- YAML file ``path`` <- typed ``values`` (dotted
+    keys, e.g. from CLI flags) <- ``overrides`` (``--set`` strings win over flags)."""
     data = _deepcopy_dict(base or {})
     if path is not None:
         _merge(data, read_yaml(path))
+    data = apply_values(cls, data, values or {})
     data = apply_overrides(cls, data, overrides)
     try:
         return from_dict(cls, data)

@@ -1,7 +1,10 @@
 """The StyleGAN2-ADA training loop: phases, EMA, ADA, ticks, snapshots, resume.
 
 ``train(cfg, run_dir)`` is a plain function (a test or a notebook calls it directly);
-``mtf-gan train`` is a thin shell around it. One training *step* consumes one global
+``mtf-gan train`` is a thin shell around it; the config and its checks live in
+:mod:`gan.run_config`. The loop is cut into named steps: :func:`build` (networks, ADA,
+loss, optimizers), :func:`restore` (a checkpoint's state), the phases, :func:`update_ema`,
+:func:`check_finite` and :func:`report_tick` at every tick, :func:`snapshot`. One training *step* consumes one global
 batch of reals and runs the phases of :mod:`gan.loss` (``Gmain`` every step, ``Greg``
 every ``pl_interval``, ``Dmain`` every step, ``Dreg`` every ``r1_interval``), each
 followed by ``nan_to_num`` on the gradients and an Adam step; then the EMA generator
@@ -26,7 +29,7 @@ number of ranks.
 
 Exact resume. Nothing random depends on RNG state carried from step to step: every
 draw is a function of ``(seed, cur_nimg, phase)`` (:class:`gan.loss.StepRandom`) and
-the data order comes from :class:`InfiniteSampler` started at ``cur_nimg``. A
+the data order comes from :class:`gan.dataset.InfiniteSampler` started at ``cur_nimg``. A
 checkpoint holds the networks, both optimizers' moments, the EMA generator, the ADA
 controller, ``pl_mean`` and the counters, so a run resumed from a snapshot continues
 bit-identically on the same device and thread count (``tests/gan/test_train.py``).
@@ -41,279 +44,34 @@ import math
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from gan import distributed as dist
 from gan import monitor
-from gan.augment import AdaController, AugmentConfig, AugmentPipe
+from gan.augment import AdaController, AugmentPipe
 from gan.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
-from gan.config import ConfigError, dump_config, from_dict, save_config, to_dict
-from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
-from gan.networks import NetworkConfig, build_discriminator, build_generator, num_parameters
-from gan.util import UserError, atomic_path
+from gan.config import from_dict, save_config, to_dict
+from gan.dataset import ImageDataset, InfiniteSampler
+from gan.images import images_to_uint8, make_grid, save_png
+from gan.loss import StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+from gan.networks import NetworkConfig, build_discriminator, build_generator
+from gan.run_config import RunConfig, TrainConfig, batch_plans, prepare_run
+from gan.util import UserError
 
-__all__ = [
-    "DataConfig", "OptimConfig", "TrainConfig", "RunConfig", "InfiniteSampler",
-    "open_dataset", "resolve_config", "check_config", "describe", "dry_run", "train", "pick_device",
-    "images_to_uint8", "make_grid", "TrainingDiverged", "auto_settings", "load_run_config", "batch_plans",
-]
+__all__ = ["train", "TrainingDiverged", "build", "restore", "update_ema", "check_finite", "report_tick", "snapshot"]
 
 log = logging.getLogger(monitor.LOGGER_NAME)
-
-
-# ----------------------------------------------------------------------------
-# Config.
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The training archive (``mtf-gan prepare`` output) and how it is read."""
-
-    path: str = ""          # --data: the prepared zip (or its unzipped folder)
-    cond: bool = False      # --cond: condition G and D on the archive's labels
-    mirror: bool = False    # --mirror: add x-flipped copies (doubles the set)
-    workers: int = 2        # DataLoader worker processes; 0 loads in the main process
-
-    def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"data.workers={self.workers} must be >= 0")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Adam for G and D (StyleGAN2-ADA: lr 0.0025, betas (0, 0.99), eps 1e-8), before the
-    lazy-regularization correction of :func:`gan.loss.lazy_adam`."""
-
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
-    betas: tuple[float, float] = (0.0, 0.99)
-    eps: float = 1e-8
-
-    def __post_init__(self) -> None:
-        if not (self.g_lr > 0 and self.d_lr > 0):
-            raise ValueError(f"optim: learning rates must be > 0, got g_lr={self.g_lr}, d_lr={self.d_lr}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas={list(self.betas)} must lie in [0, 1)")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The loop: batch, length, schedule of ticks and snapshots, EMA, seed, device."""
-
-    batch: int = 32                     # --batch: global batch (images per step)
-    kimg: float = 25000.0               # --kimg: train until this many thousand real images
-    tick_kimg: float = 4.0              # log, report and check losses every N kimg
-    snap_kimg: float = 200.0            # --snap: fakes grid + checkpoint every N kimg (and at the end)
-    ema_kimg: float = 10.0              # EMA half-life in kimg (published rule: batch * 10 / 32)
-    ema_rampup: Optional[float] = 0.05  # half-life at most this fraction of cur_nimg early on; null = off
-    seed: int = 0                       # --seed: initialisation and every random draw
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    tf32: bool = False                  # allow TF32 matmuls/convs on Ampere+ GPUs (published: off)
-    threads: Optional[int] = None       # torch CPU threads; null = torch's default (one per core)
-    batch_gpu: Optional[int] = None     # --batch-gpu: at most this many rows per forward pass
-                                        # (gradient accumulation); null = a rank's whole share
-    grid: tuple[int, int] = (8, 4)      # fakes grid: columns, rows
-    metrics: tuple[str, ...] = ()       # --metrics: fid<N>k / kid<N>k of G_ema at every snapshot
-    inception_weights: Optional[str] = None  # Inception file for metrics (null: torch's hub cache)
-    metrics_cache: Optional[str] = None      # real-feature cache (null: <outdir>/.metrics-cache)
-
-    def __post_init__(self) -> None:
-        if self.batch < 1:
-            raise ValueError(f"train.batch={self.batch} must be >= 1")
-        for k in ("kimg", "tick_kimg", "snap_kimg"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"train.{k}={getattr(self, k)} must be > 0")
-        if self.ema_kimg < 0:
-            raise ValueError(f"train.ema_kimg={self.ema_kimg} must be >= 0")
-        if self.seed < 0:
-            raise ValueError(f"train.seed={self.seed} must be >= 0")
-        if self.batch_gpu is not None and self.batch_gpu < 1:
-            raise ValueError(f"train.batch_gpu={self.batch_gpu} must be >= 1 (or null for a rank's whole share)")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
-        if min(self.grid) < 1:
-            raise ValueError(f"train.grid={list(self.grid)} needs at least one column and row")
-        from gan.metrics import parse_training_metrics
-
-        try:
-            parse_training_metrics(self.metrics)
-        except UserError as exc:
-            raise ValueError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a training run needs; saved as ``config.yaml`` and in every checkpoint.
-
-    ``network.img_resolution``, ``img_channels`` and ``c_dim`` follow the data set
-    (:func:`resolve_config`); the values in a preset are placeholders.
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the message names the phase and the kimg."""
 
 
-# ----------------------------------------------------------------------------
-# Data.
-
-
-class InfiniteSampler(torch.utils.data.Sampler):
-    """Dataset indices for global image positions ``start, start + 1, ...``, forever.
-
-    Position ``i`` is element ``i % n`` of a permutation seeded by ``(seed, i // n)``
-    (a fresh shuffle per epoch), so the data order is a function of the position alone:
-    a run resumed at ``cur_nimg`` reads the images the uninterrupted run would have. With
-    several ranks, rank ``r`` takes rows ``[r b, (r + 1) b)`` of each global batch of
-    ``b * world_size`` positions, or, when ``rows`` is given, those rows of each global
-    batch of ``batch`` positions in that order (the trainer's
-    :func:`gan.distributed.shard_batch` layout).
-    """
-
-    def __init__(self, n: int, seed: int, start: int = 0, batch: int = 1, rank: int = 0, world_size: int = 1,
-                 rows: Optional[list[int]] = None):
-        assert n > 0 and (rows is not None or batch % world_size == 0)
-        self.n, self.seed, self.start = n, seed, start
-        self.batch, self.rank, self.world_size = batch, rank, world_size
-        self.rows = None if rows is None else list(rows)
-        self._perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
-
-    def _index(self, pos: int) -> int:
-        epoch = pos // self.n
-        if self._perm[0] != epoch:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) & ((1 << 63) - 1))
-            self._perm = (epoch, torch.randperm(self.n, generator=g))
-        return int(self._perm[1][pos % self.n])
-
-    def __iter__(self) -> Iterator[int]:
-        local = self.batch // self.world_size
-        rows = self.rows if self.rows is not None else range(self.rank * local, (self.rank + 1) * local)
-        base = self.start
-        while True:
-            for j in rows:
-                yield self._index(base + j)
-            base += self.batch
-
-
-def open_dataset(data: DataConfig):
-    """The :class:`gan.dataset.ImageDataset` of ``data``, with errors that say what to pass."""
-    from gan.dataset import ImageDataset
-
-    if not data.path:
-        raise UserError("no training data: pass --data ARCHIVE.zip (made by `mtf-gan prepare`)")
-    return ImageDataset(data.path, mirror=data.mirror, use_labels=data.cond)
-
-
-def resolve_config(cfg: RunConfig, dataset) -> RunConfig:
-    """Set ``network.img_resolution``, ``img_channels`` and ``c_dim`` from the data set."""
-    res = dataset.resolution
-    if res < 4 or res & (res - 1) or dataset.image_shape[1] != dataset.image_shape[2]:
-        raise UserError(f"dataset {cfg.data.path}: images are {dataset.image_shape[1]}x{dataset.image_shape[2]}; "
-                        f"training needs square images whose side is a power of two >= 4: "
-                        f"prepare it again with `mtf-gan prepare --resolution 64` (or 128, 256)")
-    try:
-        net = dataclasses.replace(cfg.network, img_resolution=res, img_channels=dataset.num_channels,
-                                  c_dim=dataset.label_dim if cfg.data.cond else 0)
-    except (ConfigError, ValueError) as exc:
-        raise UserError(f"network config does not fit the data set {cfg.data.path}: {exc}") from None
-    return dataclasses.replace(cfg, network=net)
-
-
-def batch_plans(cfg: RunConfig, world_size: int = 1, rank: int = 0) -> tuple[dist.BatchPlan, dist.BatchPlan]:
-    """This rank's rows of the main phases' global batch (whole minibatch-std groups) and
-    of the path-length batch ``batch / pl_batch_shrink``, in rounds of ``batch_gpu``.
-
-    Raises :class:`UserError` when the batch cannot give every rank a share.
-    """
-    t, net = cfg.train, cfg.network
-    group = min(net.mbstd_group_size, t.batch) if net.mbstd_num_channels > 0 else 1
-    main = dist.shard_batch(t.batch, group, world_size, rank, t.batch_gpu, what="--batch")
-    gb = max(t.batch // cfg.loss.pl_batch_shrink, 1) if cfg.loss.pl_weight > 0 else t.batch
-    greg_gpu = None if t.batch_gpu is None else max(t.batch_gpu // cfg.loss.pl_batch_shrink, 1)
-    greg = dist.shard_batch(gb, 1, world_size, rank, greg_gpu, what="--batch / loss.pl_batch_shrink")
-    return main, greg
-
-
-def check_config(cfg: RunConfig, dataset, world_size: int = 1) -> None:
-    """Guards that fail fast, before any network is built or any file is written
-    (``world_size``: the torchrun processes that will share each batch)."""
-    t, lc = cfg.train, cfg.loss
-    if cfg.data.cond and not dataset.has_labels:
-        raise UserError(f"--cond: {cfg.data.path} has no labels; prepare it with --labels (e.g. "
-                        f"`mtf-gan prepare SRC DEST --labels attributes.csv --label-column gender`) "
-                        f"or train without --cond")
-    if len(dataset) < t.batch:
-        raise UserError(f"dataset {cfg.data.path} has {len(dataset)} images, fewer than --batch {t.batch}; "
-                        f"lower --batch (or add --mirror to double the set)")
-    group = min(cfg.network.mbstd_group_size, t.batch)
-    if t.batch % group:
-        raise UserError(f"--batch {t.batch} is not divisible by the minibatch-std group size {group}; "
-                        f"use a multiple of {group} or --set network.mbstd_group_size=<divisor of the batch>")
-    if lc.pl_weight > 0 and t.batch % lc.pl_batch_shrink:
-        raise UserError(f"--batch {t.batch} is not divisible by loss.pl_batch_shrink={lc.pl_batch_shrink}; "
-                        f"use an even batch or --set loss.pl_batch_shrink=1")
-    if lc.pl_weight > 0:
-        pl_batch = t.batch // lc.pl_batch_shrink
-        if pl_batch < 1:
-            raise UserError(f"--batch {t.batch} is smaller than loss.pl_batch_shrink={lc.pl_batch_shrink}")
-    batch_plans(cfg, world_size)  # every rank gets a share (raises with the fix otherwise)
-    if t.metrics:
-        from gan.metrics import resolve_inception_weights
-
-        resolve_inception_weights(t.inception_weights)  # a missing file stops here, not after hours
-
-
-def describe(cfg: RunConfig, dataset_name: str) -> str:
-    """Run-folder description, e.g. ``mtf-32-cond-batch16-gamma0.0064``."""
-    parts = [dataset_name, "cond" if cfg.data.cond else None, "mirror" if cfg.data.mirror else None,
-             f"batch{cfg.train.batch}", f"gamma{cfg.loss.r1_gamma:g}"]
-    return "-".join(p for p in parts if p)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-# ----------------------------------------------------------------------------
-# Images.
-
-
-def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, C, H, W]`` (the published mapping)."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
-def make_grid(images: torch.Tensor, cols: int, rows: int) -> np.ndarray:
-    """uint8 ``[cols * rows, C, H, W]`` -> uint8 ``[rows H, cols W, 3]`` (grayscale repeated)."""
-    n, c, h, w = images.shape
-    assert n == cols * rows, (n, cols, rows)
-    x = images.cpu().reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
-    if c == 1:
-        x = x.repeat(1, 1, 3)
-    return x.numpy()
-
-
-def _save_png(path: Path, grid: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid, "RGB").save(tmp, format="PNG")
+# ---------------------------------------------------------------------------- grids
 
 
 def _grid_setup(dataset, cfg: RunConfig, device: torch.device):
@@ -351,25 +109,7 @@ def _fakes(G_ema: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, chunk: int 
     return torch.cat(out)
 
 
-# ----------------------------------------------------------------------------
-# Dry run.
-
-
-def dry_run(cfg: RunConfig) -> str:
-    """The resolved config as YAML plus G and D parameter counts (nothing is written)."""
-    dataset = open_dataset(cfg.data)
-    cfg = resolve_config(cfg, dataset)
-    check_config(cfg, dataset)
-    with torch.random.fork_rng(devices=[]):  # sizes only; leave the caller's RNG alone
-        G, D = build_generator(cfg.network), build_discriminator(cfg.network)
-    return (dump_config(cfg)
-            + f"# dataset: {len(dataset)} images{' (with mirror copies)' if cfg.data.mirror else ''}, "
-            f"{dataset.resolution}x{dataset.resolution}, label_dim {dataset.label_dim}\n"
-            + f"# G parameters: {num_parameters(G):,}\n# D parameters: {num_parameters(D):,}\n")
-
-
-# ----------------------------------------------------------------------------
-# The loop.
+# ---------------------------------------------------------------------------- the run's state
 
 
 @dataclass
@@ -380,104 +120,37 @@ class _Phase:
     interval: int
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+@dataclass
+class Run:
+    """Everything the loop updates: networks, optimizers, ADA, loss and the counters."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+    G_opt: torch.optim.Optimizer
+    D_opt: torch.optim.Optimizer
+    pipe: Optional[AugmentPipe]
+    ada: AdaController
+    loss: StyleGAN2Loss
+    phases: list[_Phase]
+    cur_nimg: int = 0
+    batch_idx: int = 0
+    tick: int = 0
 
 
-def _format_time(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
-def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = None, progress: bool = True,
-          console: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Train per ``cfg`` into the existing folder ``run_dir``; returns a summary dict.
-
-    ``resume``: a checkpoint to continue from (its network config must equal ``cfg``'s;
-    counters, optimizers, EMA, ADA state and ``pl_mean`` come from it). ``progress``
-    shows a tqdm bar; ``console`` logs to stdout besides ``log.txt``.
-
-    Raises :class:`gan.util.UserError` for bad input (before anything heavy starts) and
-    :class:`TrainingDiverged` when a loss turns non-finite (checked at tick boundaries;
-    the last good checkpoint is kept).
-
-    Under ``torchrun`` every rank calls this with the same arguments (``run_dir`` is
-    written by rank 0 only); ``dist_timeout`` (seconds) bounds every collective, so a
-    hung rank ends the job. Without torchrun it is a plain single-process run.
-    """
-    with dist.session(cfg.train.device, dist_timeout) as device:
-        return _train_on(cfg, Path(run_dir), device, resume, progress, console)
-
-
-def _train_on(cfg: RunConfig, run_dir: Path, device: torch.device, resume: Optional[str | Path], progress: bool,
-              console: bool) -> dict[str, Any]:
-    rank0 = dist.is_rank0()
-    dataset = open_dataset(cfg.data)
-    cfg = resolve_config(cfg, dataset)
-    check_config(cfg, dataset, dist.world_size())
-    state = load_checkpoint(resume) if resume is not None else None
-    if state is not None:
-        saved = from_dict(RunConfig, state["config"]).network
-        if saved != cfg.network:
-            diff = [f"{f.name} {getattr(saved, f.name)!r} (checkpoint) vs {getattr(cfg.network, f.name)!r}"
-                    for f in dataclasses.fields(NetworkConfig) if getattr(saved, f.name) != getattr(cfg.network, f.name)]
-            raise UserError(f"--resume {resume}: the network differs from this run's: {'; '.join(diff)}; "
-                            f"resume with the checkpoint's config (omit --config) or start a new run")
-
-    if rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    monitor.setup_logging(run_dir, rank=dist.rank(), console=console)
-    threads = torch.get_num_threads()
-    if cfg.train.threads is not None:
-        # Small networks on a busy CPU: one thread is often fastest; several threads on
-        # oversubscribed cores can be tens of times slower (OpenMP barriers wait on
-        # descheduled threads).
-        torch.set_num_threads(cfg.train.threads)
-    try:
-        with monitor.Monitor(run_dir, rank=dist.rank()) as mon:
-            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress and rank0)
-    finally:
-        torch.set_num_threads(threads)
-        monitor.close_logging()
-
-
-def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: Optional[dict],
-           resume: Any, mon: monitor.Monitor, progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    t, seed = cfg.train, cfg.train.seed
-    start_time = time.time()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = t.tf32
-        torch.backends.cudnn.allow_tf32 = t.tf32
-    log.info("run folder: %s", run_dir)
-    log.info("device: %s%s; torch %s, %d threads", device,
-             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else " (float32)",
-             torch.__version__, torch.get_num_threads())
-    rank0, world = dist.is_rank0(), dist.world_size()
-    main_plan, greg_plan = batch_plans(cfg, world, dist.rank())
-    if world > 1 or len(main_plan.rounds) > 1:
-        log.info("data parallel: %d process(es), global batch %d; rank 0 computes %d rows in %d round(s)",
-                 world, t.batch, len(main_plan.rows), len(main_plan.rounds))
-    log.info("dataset: %r", dataset)
-
-    # Networks: initialisation is a function of the seed alone.
+def build(cfg: RunConfig, device: torch.device) -> Run:
+    """Networks (initialisation a function of the seed alone), EMA copy, ADA, loss, the lazy
+    Adam optimizers and the phase list (Karras et al. 2020, StyleGAN2 sec. 3.1 lazy regularization)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(cfg.train.seed)
         G = build_generator(cfg.network).train().requires_grad_(False).to(device)
         D = build_discriminator(cfg.network).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
-    log.info("G: %s parameters; D: %s parameters", f"{sum(p.numel() for p in G.parameters()):,}",
-             f"{sum(p.numel() for p in D.parameters()):,}")
-
     pipe = None
     if cfg.augment.mode != "none":
         pipe = AugmentPipe.from_config(cfg.augment).train().requires_grad_(False).to(device)
     ada = AdaController(cfg.augment)
     loss = StyleGAN2Loss(G, D, cfg.loss, augment_pipe=pipe, device=device)
-
     lc, oc = cfg.loss, cfg.optim
     g_reg = lc.pl_interval if lc.pl_weight > 0 else None
     d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
@@ -489,172 +162,326 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset, state: 
     phases.append(_Phase("Dmain", D, D_opt, 1))
     if d_reg:
         phases.append(_Phase("Dreg", D, D_opt, d_reg))
+    return Run(G, D, G_ema, G_opt, D_opt, pipe, ada, loss, phases)
 
-    cur_nimg, batch_idx, tick = 0, 0, 0
+
+def restore(run: Run, state: dict, device: torch.device, rank0: bool) -> None:
+    """Load a checkpoint's networks, optimizer moments, ADA controller, ``pl_mean`` and counters."""
+    run.G.load_state_dict(state["G"])
+    run.D.load_state_dict(state["D"])
+    run.G_ema.load_state_dict(state["G_ema"])
+    run.G_opt.load_state_dict(state["G_opt"])
+    run.D_opt.load_state_dict(state["D_opt"])
+    # ADA's sign statistics are saved reduced over ranks: rank 0 resumes with them.
+    run.ada.load_state_dict(state["ada_stats"] if rank0 else {**state["ada_stats"], "signs_sum": 0.0,
+                                                                   "signs_count": 0.0})
+    run.loss.pl_mean.copy_(state["pl_mean"].to(device))
+    run.cur_nimg, run.batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
+    run.tick = int(state.get("tick", 0))
+
+
+def check_resume_network(cfg: RunConfig, state: dict, resume: Any) -> None:
+    """A checkpoint resumes only into the same network (a clear error listing what differs)."""
+    saved = from_dict(RunConfig, state["config"]).network
+    if saved != cfg.network:
+        diff = [f"{f.name} {getattr(saved, f.name)!r} (checkpoint) vs {getattr(cfg.network, f.name)!r}"
+                for f in dataclasses.fields(NetworkConfig) if getattr(saved, f.name) != getattr(cfg.network, f.name)]
+        raise UserError(f"--resume {resume}: the network differs from this run's: {'; '.join(diff)}; "
+                        f"resume with the checkpoint's config (omit --config) or start a new run")
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, t: TrainConfig, cur_nimg: int) -> None:
+    """EMA of G (Karras et al. 2018, appendix; half-life ``ema_kimg``, ramped up early in training)."""
+    ema_nimg = t.ema_kimg * 1000
+    if t.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * t.ema_rampup)
+    beta = 0.5 ** (t.batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _format_time(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = None, progress: bool = True,
+          console: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT_S, *,
+          dataset: Optional[ImageDataset] = None, state: Optional[dict] = None) -> dict[str, Any]:
+    """Train per ``cfg`` into the existing folder ``run_dir``; returns a summary dict.
+
+    ``resume``: a checkpoint to continue from (its network config must equal ``cfg``'s;
+    counters, optimizers, EMA, ADA state and ``pl_mean`` come from it). ``progress``
+    shows a tqdm bar; ``console`` logs to stdout besides ``log.txt``. A caller that has
+    already run :func:`gan.run_config.prepare_run` passes its ``dataset`` (and ``cfg`` as it
+    returned it), and one that has read the checkpoint passes it as ``state``: nothing is
+    opened, resolved, checked or read twice.
+
+    Raises :class:`gan.util.UserError` for bad input (before anything heavy starts) and
+    :class:`TrainingDiverged` when a loss turns non-finite (checked at tick boundaries;
+    the last good checkpoint is kept).
+
+    Under ``torchrun`` every rank calls this with the same arguments (``run_dir`` is
+    written by rank 0 only); ``dist_timeout`` (seconds) bounds every collective, so a
+    hung rank ends the job. Without torchrun it is a plain single-process run.
+    """
+    with dist.session(cfg.train.device, dist_timeout) as device:
+        if dataset is None:
+            cfg, dataset = prepare_run(cfg, dist.world_size())
+        if state is None and resume is not None:
+            state = load_checkpoint(resume)
+        if state is not None:
+            check_resume_network(cfg, state, resume)
+        return _train_on(cfg, Path(run_dir), device, dataset, state, resume, progress, console)
+
+
+def _train_on(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, state: Optional[dict],
+              resume: Any, progress: bool, console: bool) -> dict[str, Any]:
+    if dist.is_rank0():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    monitor.setup_logging(run_dir, rank=dist.rank(), console=console)
+    threads = torch.get_num_threads()
+    if cfg.train.threads is not None:
+        # Small networks on a busy CPU: one thread is often fastest; several threads on
+        # oversubscribed cores can be tens of times slower (OpenMP barriers wait on
+        # descheduled threads).
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        with monitor.Monitor(run_dir, rank=dist.rank()) as mon:
+            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress and dist.is_rank0())
+    finally:
+        torch.set_num_threads(threads)
+        monitor.close_logging()
+
+
+def _log_setup(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, run: Run,
+               main_plan: dist.BatchPlan) -> None:
+    world = dist.world_size()
+    log.info("run folder: %s", run_dir)
+    log.info("device: %s%s; torch %s, %d threads", device,
+             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else " (float32)",
+             torch.__version__, torch.get_num_threads())
+    if world > 1 or len(main_plan.rounds) > 1:
+        log.info("data parallel: %d process(es), global batch %d; rank 0 computes %d rows in %d round(s)",
+                 world, cfg.train.batch, len(main_plan.rows), len(main_plan.rounds))
+    log.info("dataset: %r", dataset)
+    log.info("G: %s parameters; D: %s parameters", f"{sum(p.numel() for p in run.G.parameters()):,}",
+             f"{sum(p.numel() for p in run.D.parameters()):,}")
+
+
+def _loader(cfg: RunConfig, dataset: ImageDataset, device: torch.device, start: int, rows: list[int]):
+    """This rank's rows of every global batch from image position ``start`` on, forever."""
+    sampler = InfiniteSampler(len(dataset), cfg.train.seed, start=start, batch=cfg.train.batch, rows=rows)
+    return iter(torch.utils.data.DataLoader(
+        dataset, batch_size=len(rows), sampler=sampler, num_workers=cfg.data.workers,
+        pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.data.workers > 0 else None,
+        persistent_workers=False))
+
+
+def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, state: Optional[dict],
+           resume: Any, mon: monitor.Monitor, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    t = cfg.train
+    clock = _Clock(time.time())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        torch.backends.cudnn.allow_tf32 = t.tf32
+    rank0, world = dist.is_rank0(), dist.world_size()
+    main_plan, greg_plan = batch_plans(cfg, world, dist.rank())
+    run = build(cfg, device)
+    _log_setup(cfg, run_dir, device, dataset, run, main_plan)
     if state is not None:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        G_ema.load_state_dict(state["G_ema"])
-        G_opt.load_state_dict(state["G_opt"])
-        D_opt.load_state_dict(state["D_opt"])
-        # ADA's sign statistics are saved reduced over ranks: rank 0 resumes with them.
-        ada.load_state_dict(state["ada_stats"] if rank0 else {**state["ada_stats"], "signs_sum": 0.0,
-                                                               "signs_count": 0.0})
-        loss.pl_mean.copy_(state["pl_mean"].to(device))
-        cur_nimg, batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
-        tick = int(state.get("tick", 0))
-        log.info("resumed from %s at kimg %.3f", resume, cur_nimg / 1000)
-    if pipe is not None:
-        pipe.p = ada.p
+        restore(run, state, device, rank0)
+        log.info("resumed from %s at kimg %.3f", resume, run.cur_nimg / 1000)
+    if run.pipe is not None:
+        run.pipe.p = run.ada.p
 
     label_table = (dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)).to(device)
-    grid_reals, grid_z, grid_c = _grid_setup(dataset, cfg, device)
-    cols, rows = t.grid
+    grid = _grid_setup(dataset, cfg, device)
     if state is None and rank0:
-        _save_png(run_dir / "reals.png", make_grid(grid_reals, cols, rows))
-        init = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
-        _save_png(run_dir / "fakes_init.png", init)
-        mon.image("Fakes", init, 0)
-
+        _write_initial_grids(run_dir, run, grid, t.grid, mon)
     # In-training metrics: every rank generates and extracts its share of the fakes (and of
     # the uncached reals); rank 0 computes the values and writes them.
     evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics else None
-
-    sampler = InfiniteSampler(len(dataset), seed, start=cur_nimg, batch=t.batch, rows=main_plan.rows)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=len(main_plan.rows), sampler=sampler, num_workers=cfg.data.workers,
-        pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.data.workers > 0 else None,
-        persistent_workers=False)
-    data_iter = iter(loader)
+    data_iter = _loader(cfg, dataset, device, run.cur_nimg, main_plan.rows)
 
     total_nimg = int(round(t.kimg * 1000))
     tick_nimg, snap_nimg = max(int(t.tick_kimg * 1000), 1), max(int(t.snap_kimg * 1000), 1)
-    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    clock.tick_start(run.cur_nimg)
     # Non-finite guard: per phase, the first cur_nimg with a non-finite loss (-1 = none), on device.
-    first_bad = {p.name: torch.full([], -1, dtype=torch.int64, device=device) for p in phases}
+    first_bad = {p.name: torch.full([], -1, dtype=torch.int64, device=device) for p in run.phases}
     last_stats: dict[str, Any] = {}
     last_ckpt: Optional[Path] = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log.info("training from kimg %.3f to %.3f (batch %d, tick %g kimg, snapshot %g kimg)",
-             cur_nimg / 1000, total_nimg / 1000, t.batch, t.tick_kimg, t.snap_kimg)
-    bar = tqdm(total=total_nimg, initial=cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
+             run.cur_nimg / 1000, total_nimg / 1000, t.batch, t.tick_kimg, t.snap_kimg)
+    bar = tqdm(total=total_nimg, initial=run.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not progress, file=sys.stderr, desc="train")
 
-    done = cur_nimg >= total_nimg
+    done = run.cur_nimg >= total_nimg
     while not done:
         real_u8, real_c = next(data_iter)  # [b, C, H, W] uint8, [b, c_dim]: this rank's rows
         real_img = real_u8.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1  # [b, C, H, W] in [-1, 1]
         real_c = real_c.to(device, non_blocking=True)
-
-        for ph in phases:
-            if batch_idx % ph.interval != 0:
-                continue
-            _run_phase(ph, loss, greg_plan if ph.name == "Greg" else main_plan, real_img, real_c, label_table,
-                       seed, cur_nimg, device, t.batch, ada, first_bad[ph.name])
-
-        # EMA of G (Karras et al. 2018, appendix; half-life ema_kimg, ramped up early in training).
-        with torch.no_grad():
-            ema_nimg = t.ema_kimg * 1000
-            if t.ema_rampup is not None:
-                ema_nimg = min(ema_nimg, cur_nimg * t.ema_rampup)
-            beta = 0.5 ** (t.batch / max(ema_nimg, 1e-8))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
-
-        cur_nimg += t.batch
-        batch_idx += 1
-        if ada.step(t.batch, all_reduce=dist.all_reduce_ if world > 1 else None) and pipe is not None:
-            pipe.p = ada.p
+        for ph in run.phases:
+            if run.batch_idx % ph.interval == 0:
+                _run_phase(ph, run.loss, greg_plan if ph.name == "Greg" else main_plan, real_img, real_c,
+                           label_table, t.seed, run.cur_nimg, device, t.batch, run.ada, first_bad[ph.name])
+        update_ema(run.G_ema, run.G, t, run.cur_nimg)
+        run.cur_nimg += t.batch
+        run.batch_idx += 1
+        if run.ada.step(t.batch, all_reduce=dist.all_reduce_ if world > 1 else None) and run.pipe is not None:
+            run.pipe.p = run.ada.p
         bar.update(t.batch)
 
-        done = cur_nimg >= total_nimg
-        snapshot = done or (cur_nimg // snap_nimg) > ((cur_nimg - t.batch) // snap_nimg)
-        if not (snapshot or cur_nimg >= tick_start_nimg + tick_nimg):
+        done = run.cur_nimg >= total_nimg
+        snap = done or (run.cur_nimg // snap_nimg) > ((run.cur_nimg - t.batch) // snap_nimg)
+        if not (snap or run.cur_nimg >= clock.tick_nimg + tick_nimg):
             continue
-
-        # ---- tick
-        tick += 1
-        if world > 1:  # every rank stops together, at the earliest bad step of any rank
-            fbs = torch.stack(list(first_bad.values()))  # [phases] int64
-            fbs = dist.all_reduce_(torch.where(fbs < 0, torch.full_like(fbs, 1 << 62), fbs), "min")
-            for fb, v in zip(first_bad.values(), torch.where(fbs == 1 << 62, torch.full_like(fbs, -1), fbs)):
-                fb.copy_(v)
-        bad = {name: int(v) for name, v in first_bad.items() if int(v) >= 0}
-        if bad:
-            name, at = min(bad.items(), key=lambda kv: kv[1])
-            bar.close()
-            where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else (
-                "no checkpoint of this run was written" if resume is None else f"resume from {resume} again")
-            raise TrainingDiverged(
-                f"training diverged: a non-finite loss in phase {name} at kimg {at / 1000:.3f} "
-                f"(tick {tick}, checked at kimg {cur_nimg / 1000:.3f}); {where}. Lower the learning rate "
-                f"(--set optim.g_lr=..., optim.d_lr=...) or raise --gamma, then --resume")
-        now = time.time()
-        tick_time = now - tick_start_time
-        tick_kimg_done = (cur_nimg - tick_start_nimg) / 1000
-        monitor.report("Progress/tick", tick)
-        monitor.report("Progress/kimg", cur_nimg / 1000)
-        monitor.report("Progress/augment_p", ada.p)
-        monitor.report("Progress/pl_mean", loss.pl_mean)
-        if math.isfinite(ada.last_rt):
-            monitor.report("Progress/ada_rt", ada.last_rt)
-        monitor.report("Timing/sec_per_tick", tick_time)
-        monitor.report("Timing/sec_per_kimg", tick_time / max(tick_kimg_done, 1e-9))
-        monitor.report("Timing/images_per_s", tick_kimg_done * 1000 / max(tick_time, 1e-9))
-        monitor.report("Timing/total_hours", (now - start_time) / 3600)
-        monitor.report("Resources/peak_rss_mb", _peak_rss_mb())
-        if device.type == "cuda":
-            monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
-            torch.cuda.reset_peak_memory_stats(device)
-        if world > 1:  # the monitor's per-name moments, summed over ranks (gan.distributed.reduce_stats)
-            mon._acc = dist.reduce_stats(mon._acc)
-        stats = mon.flush(cur_nimg)
-        last_stats = {k: v["mean"] for k, v in stats.items()}
-
-        def s(name: str) -> str:
-            v = last_stats.get(name)
-            return "-" if v is None else f"{v:.3f}"
-
-        log.info("tick %d kimg %.3f time %s sec/kimg %.2f img/s %.1f augment %.3f | G %s pl %s | D %s r1 %s | rss %d MB",
-                 tick, cur_nimg / 1000, _format_time(now - start_time), last_stats["Timing/sec_per_kimg"],
-                 last_stats["Timing/images_per_s"], ada.p, s("Loss/G/main"), s("Loss/G/pl_length"),
-                 s("Loss/D/main"), s("Loss/D/r1_penalty"), _peak_rss_mb())
-
-        if snapshot:
-            name = checkpoint_name(cur_nimg)[len("checkpoint-"):-len(".pt")]
-            ada_state = ada.state_dict()
-            if world > 1:  # save the sign statistics of all ranks (a resume on any world size continues them)
-                signs = torch.tensor([ada_state["signs_sum"], ada_state["signs_count"]], dtype=torch.float64)
-                ada_state["signs_sum"], ada_state["signs_count"] = dist.all_reduce_(signs).tolist()
-            last_ckpt = run_dir / checkpoint_name(cur_nimg)
-        if snapshot and rank0:
-            grid = make_grid(_fakes(G_ema, grid_z, grid_c), cols, rows)
-            _save_png(run_dir / f"fakes-{name}.png", grid)
-            mon.image("Fakes", grid, cur_nimg)
-            last_ckpt = save_checkpoint(run_dir / checkpoint_name(cur_nimg), {
-                "config": to_dict(cfg),
-                "cur_nimg": cur_nimg,
-                "batch_idx": batch_idx,
-                "tick": tick,
-                "class_names": _class_names(dataset, cfg),
-                "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-                "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
-                "augment_p": ada.p, "ada_stats": ada_state,
-                "pl_mean": loss.pl_mean.detach().cpu().clone(),
-                "stats": last_stats,
-            })
-            log.info("wrote %s and fakes-%s.png", last_ckpt.name, name)
-        if snapshot and evaluator is not None:
-            evaluator(G_ema, cur_nimg, last_ckpt)
-        tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        run.tick += 1
+        check_finite(first_bad, run, last_ckpt, resume, bar)
+        last_stats = report_tick(run, mon, clock, device)
+        if snap:
+            last_ckpt = snapshot(cfg, run, run_dir, dataset, grid, mon, last_stats)
+            if evaluator is not None:
+                evaluator(run.G_ema, run.cur_nimg, last_ckpt)
+        clock.tick_start(run.cur_nimg)
 
     bar.close()
-    log.info("done: kimg %.3f in %s", cur_nimg / 1000, _format_time(time.time() - start_time))
-    return {"run_dir": run_dir, "cur_nimg": cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
-            "G": G, "D": D, "G_ema": G_ema}
+    log.info("done: kimg %.3f in %s", run.cur_nimg / 1000, _format_time(time.time() - clock.start))
+    return {"run_dir": run_dir, "cur_nimg": run.cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
+            "G": run.G, "D": run.D, "G_ema": run.G_ema}
+
+
+# ---------------------------------------------------------------------------- tick and snapshot
+
+
+class _Clock:
+    """Wall time of the run and of the current tick."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.tick_nimg, self.tick_time = 0, start
+
+    def tick_start(self, cur_nimg: int) -> None:
+        self.tick_nimg, self.tick_time = cur_nimg, time.time()
+
+
+def _write_initial_grids(run_dir: Path, run: Run, grid: tuple, shape: tuple[int, int], mon: monitor.Monitor) -> None:
+    reals, z, c = grid
+    cols, rows = shape
+    save_png(run_dir / "reals.png", make_grid(reals, cols, rows))
+    init = make_grid(_fakes(run.G_ema, z, c), cols, rows)
+    save_png(run_dir / "fakes_init.png", init)
+    mon.image("Fakes", init, 0)
+
+
+def check_finite(first_bad: dict[str, torch.Tensor], run: Run, last_ckpt: Optional[Path], resume: Any, bar) -> None:
+    """Raise :class:`TrainingDiverged` if any phase saw a non-finite loss since the last tick.
+
+    Checked only at ticks (a check every step would force a GPU sync); under torchrun
+    every rank stops together, at the earliest bad step of any rank."""
+    if dist.world_size() > 1:
+        fbs = torch.stack(list(first_bad.values()))  # [phases] int64
+        fbs = dist.all_reduce_(torch.where(fbs < 0, torch.full_like(fbs, 1 << 62), fbs), "min")
+        for fb, v in zip(first_bad.values(), torch.where(fbs == 1 << 62, torch.full_like(fbs, -1), fbs)):
+            fb.copy_(v)
+    bad = {name: int(v) for name, v in first_bad.items() if int(v) >= 0}
+    if not bad:
+        return
+    name, at = min(bad.items(), key=lambda kv: kv[1])
+    bar.close()
+    where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else (
+        "no checkpoint of this run was written" if resume is None else f"resume from {resume} again")
+    raise TrainingDiverged(
+        f"training diverged: a non-finite loss in phase {name} at kimg {at / 1000:.3f} "
+        f"(tick {run.tick}, checked at kimg {run.cur_nimg / 1000:.3f}); {where}. Lower the learning rate "
+        f"(--set optim.g_lr=..., optim.d_lr=...) or raise --gamma, then --resume")
+
+
+def report_tick(run: Run, mon: monitor.Monitor, clock: _Clock, device: torch.device) -> dict[str, float]:
+    """Progress, timing and resource scalars; flush the tick's statistics (reduced over
+    ranks) to ``stats.jsonl`` and TensorBoard; one log line. Returns the tick's means."""
+    now = time.time()
+    tick_time = now - clock.tick_time
+    tick_kimg_done = (run.cur_nimg - clock.tick_nimg) / 1000
+    monitor.report("Progress/tick", run.tick)
+    monitor.report("Progress/kimg", run.cur_nimg / 1000)
+    monitor.report("Progress/augment_p", run.ada.p)
+    monitor.report("Progress/pl_mean", run.loss.pl_mean)
+    if math.isfinite(run.ada.last_rt):
+        monitor.report("Progress/ada_rt", run.ada.last_rt)
+    monitor.report("Timing/sec_per_tick", tick_time)
+    monitor.report("Timing/sec_per_kimg", tick_time / max(tick_kimg_done, 1e-9))
+    monitor.report("Timing/images_per_s", tick_kimg_done * 1000 / max(tick_time, 1e-9))
+    monitor.report("Timing/total_hours", (now - clock.start) / 3600)
+    monitor.report("Resources/peak_rss_mb", _peak_rss_mb())
+    if device.type == "cuda":
+        monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
+        torch.cuda.reset_peak_memory_stats(device)
+    if dist.world_size() > 1:  # the monitor's per-name moments, summed over ranks (gan.distributed.reduce_stats)
+        mon._acc = dist.reduce_stats(mon._acc)
+    stats = {k: v["mean"] for k, v in mon.flush(run.cur_nimg).items()}
+
+    def s(name: str) -> str:
+        v = stats.get(name)
+        return "-" if v is None else f"{v:.3f}"
+
+    log.info("tick %d kimg %.3f time %s sec/kimg %.2f img/s %.1f augment %.3f | G %s pl %s | D %s r1 %s | rss %d MB",
+             run.tick, run.cur_nimg / 1000, _format_time(now - clock.start), stats["Timing/sec_per_kimg"],
+             stats["Timing/images_per_s"], run.ada.p, s("Loss/G/main"), s("Loss/G/pl_length"),
+             s("Loss/D/main"), s("Loss/D/r1_penalty"), _peak_rss_mb())
+    return stats
+
+
+def snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDataset, grid: tuple, mon: monitor.Monitor,
+             stats: dict[str, float]) -> Path:
+    """``fakes-<kimg>.png`` and ``checkpoint-<kimg>.pt`` (rank 0 writes; every rank joins the
+    reduction of ADA's sign statistics). Returns the checkpoint's path."""
+    name = checkpoint_name(run.cur_nimg)[len("checkpoint-"):-len(".pt")]
+    ada_state = run.ada.state_dict()
+    if dist.world_size() > 1:  # save the sign statistics of all ranks (a resume on any world size continues them)
+        signs = torch.tensor([ada_state["signs_sum"], ada_state["signs_count"]], dtype=torch.float64)
+        ada_state["signs_sum"], ada_state["signs_count"] = dist.all_reduce_(signs).tolist()
+    path = run_dir / checkpoint_name(run.cur_nimg)
+    if not dist.is_rank0():
+        return path
+    _, z, c = grid
+    cols, rows = cfg.train.grid
+    fakes = make_grid(_fakes(run.G_ema, z, c), cols, rows)
+    save_png(run_dir / f"fakes-{name}.png", fakes)
+    mon.image("Fakes", fakes, run.cur_nimg)
+    path = save_checkpoint(path, {
+        "config": to_dict(cfg),
+        "cur_nimg": run.cur_nimg,
+        "batch_idx": run.batch_idx,
+        "tick": run.tick,
+        "class_names": _class_names(dataset, cfg),
+        "G": run.G.state_dict(), "D": run.D.state_dict(), "G_ema": run.G_ema.state_dict(),
+        "G_opt": run.G_opt.state_dict(), "D_opt": run.D_opt.state_dict(),
+        "augment_p": run.ada.p, "ada_stats": ada_state,
+        "pl_mean": run.loss.pl_mean.detach().cpu().clone(),
+        "stats": stats,
+    })
+    log.info("wrote %s and fakes-%s.png", path.name, name)
+    return path
+
+
+# ---------------------------------------------------------------------------- metrics and phases
 
 
 def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: monitor.Monitor):
@@ -780,23 +607,3 @@ def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:
     if isinstance(dataset.class_names, list):
         return [str(c) for c in dataset.class_names]
     return [str(i) for i in range(dataset.label_dim)]
-
-
-def auto_settings(resolution: int) -> dict[str, Any]:
-    """The published StyleGAN2-ADA ``auto`` rule for one GPU, as a config dict.
-
-    batch = min(4096 / res, 32), gamma = 0.0002 res^2 / batch, EMA half-life = batch * 10 / 32
-    kimg (ADA, appendix D; ``train.py --cfg=auto``). The presets ``configs/gan/mtf*.yaml``
-    state these values; this is what a run without ``--config`` uses.
-    """
-    batch = max(min(4096 // resolution, 32), 1)
-    return {"train": {"batch": batch, "ema_kimg": batch * 10 / 32},
-            "loss": {"r1_gamma": 0.0002 * resolution ** 2 / batch}}
-
-
-def load_run_config(path: Optional[str | Path], overrides: list[str], base: Optional[dict] = None) -> RunConfig:
-    """Defaults <- ``base`` (a checkpoint's config when resuming) <- YAML preset ``path`` (a file,
-    or a preset name such as ``mtf64``) <- overrides."""
-    from gan.config import find_preset, load_config
-
-    return load_config(RunConfig, find_preset("gan", path) if path is not None else None, overrides, base=base)

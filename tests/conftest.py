@@ -66,7 +66,7 @@ def synthetic_curated(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_archive(synthetic_noncurated, tmp_path_factory) -> Path:
     """The non-curated tree prepared at 32 px, labelled by gender (for conditional runs)."""
-    from gan.dataset import prepare
+    from gan.prepare import prepare
 
     dest = tmp_path_factory.mktemp("archive") / "mtf-32.zip"
     prepare(
@@ -88,7 +88,8 @@ def demo_run(tmp_path_factory, prepared_archive) -> dict:
     gender: ``{"run_dir", "checkpoint", "cfg", "archive"}``. Read-only for tests."""
     import json
 
-    from gan.train import load_run_config, train
+    from gan.run_config import load_run_config
+    from gan.train import train
 
     run_dir = tmp_path_factory.mktemp("demo-run") / "00000-demo"
     cfg = load_run_config(DEMO_GAN_CONFIG, [f"data.path={json.dumps(str(prepared_archive))}", "data.cond=true"])

@@ -24,7 +24,8 @@ from gan import distributed as dist
 from gan.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from gan.layers import MinibatchStd
 from gan.loss import StepRandom
-from gan.train import check_config, load_run_config, open_dataset, resolve_config, train
+from gan.run_config import check_config, load_run_config, open_dataset, resolve_config
+from gan.train import train
 from gan.util import UserError
 
 from tests._settings import DEMO_GAN_CONFIG as DEMO, REPO

@@ -20,9 +20,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import gan.dataset as dataset
+import gan.prepare as dataset
 from gan.cli import main
-from gan.dataset import archive_name, dhash, find_near_duplicates, prepare, to_rgb8
+from gan.images import to_rgb8
+from gan.prepare import archive_name, dhash, find_near_duplicates, prepare
 from gan.util import UserError
 
 RES = 32

@@ -24,14 +24,9 @@ from gan.checkpoint import list_checkpoints, load_checkpoint, load_generator
 from gan.cli import main
 from gan.config import from_dict, load_config
 from gan.networks import NetworkConfig, build_generator
-from gan.train import (
-    InfiniteSampler,
-    RunConfig,
-    TrainingDiverged,
-    images_to_uint8,
-    load_run_config,
-    train,
-)
+from gan.images import images_to_uint8
+from gan.run_config import RunConfig, load_run_config
+from gan.train import TrainingDiverged, train
 from gan.util import UserError
 
 from tests._settings import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG, REPO
@@ -256,18 +251,6 @@ def test_resume_rejects_a_different_network(prepared_archive, tmp_path, one_thre
     assert not (tmp_path / "b").exists()
 
 
-def test_sampler_order_depends_only_on_position():
-    full = InfiniteSampler(10, seed=3, start=0, batch=4)
-    it = iter(full)
-    first = [next(it) for _ in range(24)]
-    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))  # epochs
-    assert first[:10] != first[10:20]  # reshuffled per epoch
-    late = iter(InfiniteSampler(10, seed=3, start=8, batch=4))
-    assert [next(late) for _ in range(16)] == first[8:24]
-    rank1 = iter(InfiniteSampler(10, seed=3, start=0, batch=4, rank=1, world_size=2))
-    assert [next(rank1) for _ in range(4)] == first[2:4] + first[6:8]
-
-
 # ----------------------------------------------------------------------------
 # Guards.
 
@@ -343,86 +326,3 @@ def test_non_finite_loss_stops_at_the_tick_and_keeps_the_last_checkpoint(prepare
         train(cfg, run, progress=False, console=False)
     assert [k for k, _ in list_checkpoints(run)] == [0.064]  # nothing written after the bad step
     load_checkpoint(list_checkpoints(run)[0][1])
-
-
-# ----------------------------------------------------------------------------
-# CLI.
-
-
-def test_dry_run_prints_config_and_parameter_counts_and_writes_nothing(prepared_archive, tmp_path):
-    out = tmp_path / "runs"
-    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(out),
-                                    "--config", str(DEMO), "--cond", "--batch", "16", "--dry-run"])
-    assert res.exit_code == 0, res.output
-    assert "batch: 16" in res.output and "c_dim: 2" in res.output and "img_resolution: 32" in res.output
-    g = int(res.output.split("# G parameters: ")[1].split("\n")[0].replace(",", ""))
-    assert g == 80_499  # the demo generator at 32 px, conditional on 2 classes
-    assert not out.exists()
-
-
-def test_dry_run_without_config_uses_the_published_auto_rule(prepared_archive, tmp_path):
-    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path),
-                                    "--dry-run"])
-    assert res.exit_code == 0, res.output
-    # res 32: batch = min(4096 / 32, 32) = 32, gamma = 0.0002 * 32^2 / 32, EMA = 32 * 10 / 32 kimg
-    assert "batch: 32" in res.output and "r1_gamma: 0.0064" in res.output and "ema_kimg: 10.0" in res.output
-
-
-def test_cli_errors_are_one_line_without_traceback(prepared_archive, tmp_path):
-    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path),
-                                    "--config", str(DEMO), "--batch", "6"])
-    assert res.exit_code == 1
-    assert "Error: --batch 6 is not divisible" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["train", "--outdir", str(tmp_path / "none"), "--resume", "latest"])
-    assert res.exit_code == 1 and "has no run folders" in res.output
-
-
-@pytest.mark.parametrize("preset, res, batch, gamma, ema", [
-    ("mtf64", 64, 32, 0.0256, 10.0), ("mtf128", 128, 32, 0.1024, 10.0), ("mtf256", 256, 16, 0.8192, 5.0),
-])
-def test_presets_follow_the_published_auto_rule(preset, res, batch, gamma, ema):
-    cfg = load_run_config(REPO / "configs" / "gan" / f"{preset}.yaml", [])
-    assert cfg.train.batch == min(4096 // res, 32) == batch
-    assert cfg.loss.r1_gamma == pytest.approx(0.0002 * res ** 2 / batch) and cfg.loss.r1_gamma == gamma
-    assert cfg.train.ema_kimg == batch * 10 / 32 == ema
-    assert cfg.optim.betas == (0.0, 0.99) and isinstance(cfg.optim.betas, tuple)
-
-
-# ----------------------------------------------------------------------------
-# Monitor (gan/monitor.py).
-
-
-def test_monitor_reduces_per_tick_and_writes_jsonl(tmp_path):
-    from gan import monitor
-
-    monitor.report("Loss/G/main", 1.0)  # no monitor open: a no-op, not an error
-    with monitor.Monitor(tmp_path, tensorboard=False) as mon:
-        monitor.report("Loss/G/main", torch.tensor([1.0, 3.0]))
-        monitor.report("Loss/G/main", 5.0)
-        monitor.report("Loss/D/r1", float("nan"))
-        first = mon.flush(step=8)
-        monitor.report("Progress/kimg", 0.016)
-        second = mon.flush(step=16)
-    monitor.report("Loss/G/main", 1.0)  # closed again
-    assert first["Loss/G/main"] == {"num": 3.0, "mean": 3.0, "std": pytest.approx(np.std([1, 3, 5]))}
-    assert set(second) == {"Progress/kimg"}  # a flush starts afresh
-    lines = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
-    assert len(lines) == 2 and lines[0]["Loss/D/r1"]["mean"] is None  # NaN is written as null
-    assert "timestamp" in lines[0]
-
-
-def test_logging_goes_to_log_txt_on_rank_0_only(tmp_path):
-    from gan import monitor
-
-    (tmp_path / "r0").mkdir()
-    (tmp_path / "r1").mkdir()
-    log = monitor.setup_logging(tmp_path / "r0", rank=0, console=False)
-    log.info("hello from rank 0")
-    monitor.setup_logging(tmp_path / "r1", rank=1).info("hello from rank 1")
-    monitor.close_logging()
-    assert "hello from rank 0" in (tmp_path / "r0" / "log.txt").read_text()
-    assert not (tmp_path / "r1" / "log.txt").exists()
-    with monitor.Monitor(tmp_path / "r1", rank=1) as mon:
-        monitor.report("x", 1.0)
-        assert mon.flush(0)["x"]["mean"] == 1.0  # other ranks still reduce
-    assert not (tmp_path / "r1" / "stats.jsonl").exists()

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.dataset import ImageDataset, archive_name, prepare
+from gan.dataset import ImageDataset, InfiniteSampler, open_images
+from gan.prepare import archive_name, prepare
 from gan.util import UserError
 
 RES = 16
@@ -160,3 +161,15 @@ def test_missing_or_invalid_archive_is_a_clear_error(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a zip"):
         ImageDataset(tmp_path / "bad.zip")
+
+
+def test_sampler_order_depends_only_on_position():
+    full = InfiniteSampler(10, seed=3, start=0, batch=4)
+    it = iter(full)
+    first = [next(it) for _ in range(24)]
+    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))  # epochs
+    assert first[:10] != first[10:20]  # reshuffled per epoch
+    late = iter(InfiniteSampler(10, seed=3, start=8, batch=4))
+    assert [next(late) for _ in range(16)] == first[8:24]
+    rank1 = iter(InfiniteSampler(10, seed=3, start=0, batch=4, rank=1, world_size=2))
+    assert [next(rank1) for _ in range(4)] == first[2:4] + first[6:8]
