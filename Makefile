@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean-demo bench
+.PHONY: demo test test-slow venv clean-demo bench
 
 # Create the venv and install the package (editable) with the tested versions.
 $(STAMP): setup.cfg pyproject.toml constraints.txt
@@ -16,8 +16,14 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# The behaviour suite (under 4 minutes on 2 cores): everything not marked slow.
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests
+
+# The slow set: torch-fidelity equivalence on the real Inception architecture, the torchrun
+# tests and the learnability tests. CI runs it after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q --durations=15 -m slow tests
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh demo-out

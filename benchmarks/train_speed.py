@@ -12,7 +12,7 @@ exactly::
 
     train_speed git=<sha> res=<res> batch=<batch> amortized_step_s=<float> images_per_s=<float> peak_rss_mb=<int>
 
-Reference (issue 3): the published implementation's reference path on a 2-core machine
+Reference: the published implementation's reference path on a 2-core machine
 takes Gmain 4.8 s, Greg 4.4 s, Dmain 4.2 s, Dreg 5.5 s, amortized ~10.5 s at res 64,
 batch 8; the goal is at most 7 s.
 """

@@ -1,9 +1,10 @@
 """Checkpoints as plain data, written atomically; numbered run folders; the generator loader.
 
-A checkpoint is a dict of state dicts and plain values (house rule 9)::
+A checkpoint is a dict of state dicts and plain values (``format`` an int, as in
+:mod:`classify.checkpoint`; a newer format than this package knows is refused)::
 
     {"format": 1, "config": {...resolved run config as a plain dict...},
-     "cur_nimg": int, "batch_idx": int, "class_names": [...] | None,
+     "cur_nimg": int, "batch_idx": int, "tick": int, "class_names": [...] | None,
      "G": sd, "D": sd, "G_ema": sd, "G_opt": sd, "D_opt": sd,
      "augment_p": float, "ada_stats": {...}, "pl_mean": tensor, "stats": {...last tick...}}
 

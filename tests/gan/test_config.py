@@ -145,3 +145,18 @@ def test_presets_resolve_by_name_and_every_preset_is_installed_as_data_files():
     shipped = {f.strip() for v in cfg["options.data_files"].values() for f in v.replace("\n", ",").split(",") if f.strip()}
     on_disk = {str(p.relative_to(repo)) for p in (repo / "configs").rglob("*.yaml")}
     assert shipped == on_disk
+
+
+def test_typed_values_sit_between_the_file_and_set_strings_and_are_type_checked(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("batch: 16\nnet:\n  channels: 64\n")
+    cfg = load_config(Run, path, ["batch=4"], values={"batch": 32, "net.channels": 96, "desc": "a: b"})
+    assert cfg.batch == 4  # --set wins over a flag
+    assert cfg.net.channels == 96 and cfg.desc == "a: b"  # a value is never re-parsed as YAML
+    with pytest.raises(ConfigError, match="unknown key 'chanels'"):
+        load_config(Run, None, values={"net.chanels": 3})
+    with pytest.raises(ConfigError, match="net.channels"):
+        load_config(Run, None, values={"net.channels": "many"})
+    from gan.config import override_keys
+
+    assert override_keys(["net.channels=3", "batch = 2"]) == ["net.channels", "batch"]

@@ -173,3 +173,21 @@ def test_sampler_order_depends_only_on_position():
     assert [next(late) for _ in range(16)] == first[8:24]
     rank1 = iter(InfiniteSampler(10, seed=3, start=0, batch=4, rank=1, world_size=2))
     assert [next(rank1) for _ in range(4)] == first[2:4] + first[6:8]
+
+
+def test_open_images_reads_an_archive_or_a_folder_through_one_interface(folder_zip, tmp_path):
+    arch = open_images(folder_zip)
+    assert isinstance(arch, ImageDataset) and len(arch) == len(arch.names)
+    first = arch.image(0)
+    assert first.dtype == torch.uint8 and first.shape == (3, RES, RES) and arch.first_size == (RES, RES)
+    folder = tmp_path / "photos"
+    (folder / "b").mkdir(parents=True)
+    Image.fromarray(np.full((6, 10, 3), 7, np.uint8)).save(folder / "b" / "x.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(folder / "a.jpg")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    src = open_images(folder, what="--real")
+    assert src.names == ["a.jpg", "b/x.png"] and len(src) == 2 and src.first_size == (4, 4)
+    grey, wide = src.image(0), src.image(1)
+    assert grey.shape == (3, 4, 4) and wide.shape == (3, 6, 10) and int(wide[0, 0, 0]) == 7
+    with pytest.raises(UserError, match="--real .*no such archive or folder"):
+        open_images(tmp_path / "absent", what="--real")

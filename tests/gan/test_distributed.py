@@ -97,6 +97,7 @@ def _assert_close_states(a: dict, b: dict, atol: float = 1e-3) -> None:
         {k: v for k, v in b["ada_stats"].items() if k != "last_rt"}
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_two_processes_match_one_process_losses_and_weights(runs):
     one = [json.loads(x) for x in (runs["one"] / "stats.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (runs["two"] / "stats.jsonl").read_text().splitlines()]
@@ -115,6 +116,7 @@ def test_two_processes_match_one_process_losses_and_weights(runs):
     assert (early["G"][w] - b["G"][w]).abs().max() > 100 * (a["G"][w] - b["G"][w]).abs().max()
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_two_process_run_writes_one_set_of_run_files(runs):
     run = runs["two"]
     assert [k for k, _ in list_checkpoints(run)] == [0.032, 0.064]
@@ -128,6 +130,7 @@ def test_two_process_run_writes_one_set_of_run_files(runs):
     assert runs["stdout"].count("done: 0.064 kimg") == 1  # rank 0 alone reports
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_two_process_checkpoint_resumes_in_one_process(runs, prepared_archive):
     ckpt = runs["two"] / "checkpoint-000000.064.pt"
     out = runs["root"] / "resumed"
@@ -216,6 +219,7 @@ def _rank_of(pid: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # torchrun: two processes
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 def test_killing_one_rank_ends_the_job_and_keeps_the_last_checkpoint(prepared_archive, tmp_path):
     out = tmp_path / "runs"
@@ -275,6 +279,7 @@ with dist.session("cpu", timeout_s=4) as dev:
 '''
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_gather_reduce_and_collective_timeout_under_torchrun(tmp_path):
     script = tmp_path / "hang.py"
     script.write_text(_HANG_SCRIPT)
@@ -290,6 +295,7 @@ def test_gather_reduce_and_collective_timeout_under_torchrun(tmp_path):
     assert res.returncode != 0 and elapsed < 100
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_in_training_fid_sharded_over_two_processes_equals_one_process(runs):
     """Each rank generated and extracted half of the fakes (and of the reals, uncached at the
     first snapshot); rank 0 gathered them: same counts, and the same FID as one process up

@@ -22,7 +22,6 @@ from PIL import Image
 
 import gan.prepare as dataset
 from gan.cli import main
-from gan.images import to_rgb8
 from gan.prepare import archive_name, dhash, find_near_duplicates, prepare
 from gan.util import UserError
 
@@ -249,28 +248,6 @@ def test_prepare_applies_exif_orientation(tmp_path):
     out = decode(read_archive(tmp_path / "o.zip")[1][archive_name(0)]).astype(int)
     # Rotated clockwise, the red half is on the right.
     assert out[:, -8:, 0].mean() > 200 and out[:, :8, 0].mean() < 50
-
-
-@pytest.mark.parametrize(
-    "make, expect",
-    [
-        (lambda: Image.new("L", (4, 4), 77), (77, 77, 77)),
-        (lambda: Image.new("1", (4, 4), 1), (255, 255, 255)),
-        (lambda: Image.fromarray(np.full((4, 4), 65535, np.uint16)), (255, 255, 255)),
-        (lambda: Image.fromarray(np.full((4, 4), 257 * 100, np.uint16)), (100, 100, 100)),
-        (lambda: Image.new("I", (4, 4), 257 * 40), (40, 40, 40)),
-        (lambda: Image.new("RGBA", (4, 4), (255, 0, 0, 0)), (128, 128, 128)),
-        (lambda: Image.new("RGBA", (4, 4), (255, 0, 0, 255)), (255, 0, 0)),
-        (lambda: Image.new("LA", (4, 4), (0, 128)), (64, 64, 64)),
-        (lambda: Image.new("CMYK", (4, 4), (0, 255, 255, 0)), (255, 0, 0)),
-        (lambda: Image.new("RGB", (4, 4), (0, 0, 255)).convert("P"), (0, 0, 255)),
-    ],
-    ids=["L", "1", "I;16-max", "I;16-mid", "I", "RGBA-clear", "RGBA-opaque", "LA-half", "CMYK", "P"],
-)
-def test_to_rgb8_converts_every_mode_to_8bit_rgb(make, expect):
-    out = to_rgb8(make())
-    assert out.dtype == np.uint8 and out.shape == (4, 4, 3)
-    assert tuple(int(v) for v in out[0, 0]) == expect
 
 
 def test_prepare_converts_sixteen_bit_png_without_clipping(salted, salted_archive):
