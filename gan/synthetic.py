@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import math
 import os
@@ -53,7 +52,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gan.util import UserError
+from gan.util import UserError, derive_seed
 
 __all__ = [
     "RACES",
@@ -174,7 +173,7 @@ def make_people(n: int, seed: int) -> list[Person]:
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise UserError(f"synthetic: the number of people must be a positive integer, got {n!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, 0x9E0F1E]))
+    rng = np.random.default_rng(derive_seed(int(seed) & 0xFFFFFFFFFFFFFFFF, 0x9E0F1E))
     races, genders, ages = (_balanced(opts, n, rng) for opts in (RACES, GENDERS, AGES))
     names: list[str] = []
     taken: set[str] = set()
@@ -213,12 +212,6 @@ def make_people(n: int, seed: int) -> list[Person]:
 
 
 # ---------------------------------------------------------------------------- identity
-
-
-def _stable_seed(*parts: Any) -> int:
-    """A 64-bit seed from a hash of ``parts`` (Python's ``hash`` is salted per process)."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 # Skin palette along one tone axis, dark -> light (linear RGB-ish, 0..1).
@@ -320,9 +313,8 @@ class _Identity:
 
 @lru_cache(maxsize=4096)
 def _identity(person: Person) -> _Identity:
-    rng = np.random.default_rng(
-        _stable_seed(person.name, person.race, person.gender, person.age, person.identity)
-    )
+    fields = (person.name, person.race, person.gender, person.age, person.identity)
+    rng = np.random.default_rng(derive_seed("|".join(str(f) for f in fields)))
     race, male, old = person.race, person.gender == "Male", person.age == "Old"
     u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
     nrm = lambda m, s, lo=-1e9, hi=1e9: float(np.clip(rng.normal(m, s), lo, hi))  # noqa: E731
@@ -510,73 +502,87 @@ def _mix(a: Any, b: Any, t: float) -> np.ndarray:
     return np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t
 
 
-def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
-    """Draw one face of ``person``: uint8 ``[resolution, resolution, 3]``.
+@dataclass(frozen=True, eq=False)
+class _Shot:
+    """The per-image state every painter shares: the pose of the features, the
+    expression and the colours of this photo (face units, like :class:`_Identity`)."""
 
-    Identity comes from ``person``; pose, light, background, clothing, expression and
-    noise come from ``seed``, so different seeds are different photos of one person.
+    yaw: float            # -1..1: features slide sideways, the far eye and ear narrow
+    smile: float
+    open_eye: float
+    open_mouth: float
+    gaze: tuple[float, float]
+    hx: float             # head centre: the canvas centre, moved a little by yaw
+    hy: float
+    fx: float             # horizontal centre of the facial features
+    skin: np.ndarray      # [3] float32
+    hair: np.ndarray      # [3] float32, greyed by age
+
+
+def _pose(g: _Identity, res: int, rng: np.random.Generator) -> tuple[_Canvas, _Shot]:
+    """Draw the pose and expression of one photo: the canvas in its face frame, and the shot.
+
+    The head fills the frame as in a face crop; the pose (shift, scale, roll, and a yaw
+    that slides the features sideways) jitters around that.
     """
-    res = int(resolution)
-    if not MIN_RESOLUTION <= res <= MAX_RESOLUTION:
-        raise UserError(
-            f"synthetic: resolution {resolution} is out of range; "
-            f"pass a value from {MIN_RESOLUTION} to {MAX_RESOLUTION}"
-        )
-    g = _identity(person)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFF, 0x5EED]))
     u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
-
-    # Per-image pose and expression. The head fills the frame as in a face crop; the pose
-    # (shift, scale, roll, and a yaw that slides the features sideways) jitters around that.
     cv = _Canvas(
         res, shift=(u(-0.06, 0.06), u(-0.06, 0.04)), scale=1.22 * u(0.92, 1.06), angle=u(-0.14, 0.14)
     )
-    yaw = u(-1.0, 1.0)  # -1..1: features slide sideways, the far eye and ear narrow
+    yaw = u(-1.0, 1.0)
     smile = u(-0.01, 0.045)
     open_eye = u(0.55, 1.1) if rng.random() > 0.04 else 0.12
     open_mouth = u(0.0, 0.025) if rng.random() < 0.25 else 0.0
     gaze = (u(-0.3, 0.3), u(-0.2, 0.2))
-    x, y, aa = cv.x, cv.y, cv.aa
+    hx = yaw * 0.025
+    shot = _Shot(
+        yaw=yaw, smile=smile, open_eye=open_eye, open_mouth=open_mouth, gaze=gaze,
+        hx=hx, hy=0.0, fx=hx + yaw * 0.06,
+        skin=np.asarray(g.skin, np.float32), hair=_mix(g.hair, (0.78, 0.77, 0.75), g.grey * 0.9),
+    )
+    return cv, shot
 
-    # Background: a linear gradient between two random colours.
+
+def _paint_behind(cv: _Canvas, g: _Identity, s: _Shot, rng: np.random.Generator) -> None:
+    """The background (a linear gradient between two random colours) and the hair behind
+    the head and neck (medium and long styles, big curly volume)."""
+    x, y, aa = cv.x, cv.y, cv.aa
     c0 = rng.uniform(0.1, 0.95, 3).astype(np.float32)
     c1 = np.clip(c0 + rng.normal(0, 0.2, 3), 0, 1).astype(np.float32)
-    sat = u(0.0, 0.7)  # muted colours and studio greys are the common case
+    sat = float(rng.uniform(0.0, 0.7))  # muted colours and studio greys are the common case
     c0 = c0 * sat + c0.mean() * (1 - sat)
     c1 = c1 * sat + c1.mean() * (1 - sat)
-    ang = u(0, 2 * math.pi)
+    ang = float(rng.uniform(0, 2 * math.pi))
     t = np.clip(0.5 + 0.5 * (x * math.cos(ang) + y * math.sin(ang)), 0, 1)[..., None]
     cv.img[:] = c0 + (c1 - c0) * t
 
-    hx, hy = yaw * 0.025, 0.0  # head centre (the canvas centre, moved a little by yaw)
-    rx, ry = g.head_rx, g.head_ry
-    skin = np.asarray(g.skin, np.float32)
-    hair = _mix(g.hair, (0.78, 0.77, 0.75), g.grey * 0.9)
-    fx = hx + yaw * 0.06  # horizontal centre of the facial features
-
-    # Hair behind the head and neck (medium and long styles, big curly volume).
+    if not (g.hair_len > 0 or g.hair_curly > 0.4):
+        return
+    hx, hy, rx, ry = s.hx, s.hy, g.head_rx, g.head_ry
     vol = 0.1 * g.hair_curly
-    if g.hair_len > 0 or g.hair_curly > 0.4:
-        bottom = (0.2, 0.42, 1.0)[g.hair_len]  # chin-length or shoulder-length
-        win = cv.window(hx - rx - 0.35, -1.2, hx + rx + 0.35, bottom + 0.05)
-        bx, by = x[win] - hx, y[win] - hy
-        width = rx * (1.08 + 0.2 * g.hair_curly) + vol
-        d = _ellipse_sd(bx, by + 0.06, width, ry + 0.05 + vol)
-        if bottom > 0.2:  # a rounded box from the temples down to the hair's length
-            flare = width * (0.92 + 0.12 * np.clip(by / bottom, 0, 1))
-            d = np.minimum(d, _round_box_sd(bx, by - bottom / 2, flare, bottom / 2 + 0.05, 0.12))
-        if g.hair_curly > 0.4:
-            d = d + 0.02 * np.sin(np.arctan2(by, bx) * 14 + g.part * 30)
-        cv.paint(win, _cover(d, aa), _hair_texture(bx, by, hair, g, aa) * 0.82)
+    bottom = (0.2, 0.42, 1.0)[g.hair_len]  # chin-length or shoulder-length
+    win = cv.window(hx - rx - 0.35, -1.2, hx + rx + 0.35, bottom + 0.05)
+    bx, by = x[win] - hx, y[win] - hy
+    width = rx * (1.08 + 0.2 * g.hair_curly) + vol
+    d = _ellipse_sd(bx, by + 0.06, width, ry + 0.05 + vol)
+    if bottom > 0.2:  # a rounded box from the temples down to the hair's length
+        flare = width * (0.92 + 0.12 * np.clip(by / bottom, 0, 1))
+        d = np.minimum(d, _round_box_sd(bx, by - bottom / 2, flare, bottom / 2 + 0.05, 0.12))
+    if g.hair_curly > 0.4:
+        d = d + 0.02 * np.sin(np.arctan2(by, bx) * 14 + g.part * 30)
+    cv.paint(win, _cover(d, aa), _hair_texture(bx, by, s.hair, g, aa) * 0.82)
 
-    # Neck, with a shadow under the jaw.
+
+def _paint_body(cv: _Canvas, g: _Identity, s: _Shot, rng: np.random.Generator) -> None:
+    """The neck, with a shadow under the jaw, and the torso in clothing, with a round or
+    V neckline cut out of it."""
+    x, y, aa, hx = cv.x, cv.y, cv.aa, s.hx
     win = cv.window(hx - 0.35, 0.2, hx + 0.35, 1.3)
     kx, ky = x[win] - hx * 0.5, y[win]
     neck = _cover(np.maximum(np.abs(kx) - g.neck_w, 0.25 - ky), aa)
     shade = np.clip(0.7 + 0.5 * (ky - 0.45), 0.7, 0.92)[..., None]
-    cv.paint(win, neck, skin * shade)
+    cv.paint(win, neck, s.skin * shade)
 
-    # Torso in clothing, with a round or V neckline cut out of it.
     win = cv.window(-1.4, 0.5, 1.4, 1.4)
     cloth = rng.uniform(0.05, 0.85, 3).astype(np.float32)
     sx, sy = x[win] - hx * 0.5, y[win]
@@ -588,7 +594,12 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     torso = torso * (1 - _cover(cut, aa))
     cv.paint(win, torso, cloth)
 
-    # Ears (partly hidden by the head drawn next).
+
+def _paint_head(cv: _Canvas, g: _Identity, s: _Shot) -> None:
+    """The ears (partly hidden by the head drawn next), the head, the sagging cheeks of
+    older faces and the beard shadow."""
+    x, y, aa, yaw, skin = cv.x, cv.y, cv.aa, s.yaw, s.skin
+    hx, hy, rx, ry, fx = s.hx, s.hy, g.head_rx, g.head_ry, s.fx
     for side in (-1, 1):
         ex = hx + side * (rx * 0.97 - 0.005) - yaw * 0.02
         win = cv.window(ex - 0.12, g.eye_y - 0.1, ex + 0.12, g.eye_y + 0.25)
@@ -604,8 +615,7 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     taper = 1.0 - (1.0 - g.jaw) * low ** g.chin + 0.06 * g.sag * low * (1 - low) * 2
     head = _cover(_ellipse_sd(lx / taper, ly, rx, ry + 0.02 * g.sag), aa)
     cv.paint(win, head, skin)
-    # Sagging cheeks of older faces: soft shadows beside the mouth, down to the jowls.
-    if g.sag > 0.2:
+    if g.sag > 0.2:  # soft shadows beside the mouth, down to the jowls
         for side in (-1, 1):
             cx_ = fx + side * 0.21
             w2 = cv.window(cx_ - 0.12, 0.12, cx_ + 0.12, 0.48)
@@ -621,13 +631,16 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
         tache = _cover(_ellipse_sd(bx, by - (ny0 + 0.07), g.mouth_w * 1.05, 0.03), 0.02)
         lips = _cover(_ellipse_sd(bx, by - (ny0 + 0.12), g.mouth_w * 0.95, 0.035), aa)
         alpha = np.maximum(region, tache * 0.9) * (1 - lips) * (0.25 + 0.55 * g.beard)
-        cv.paint(win, alpha, _mix(hair, skin, 0.35))
+        cv.paint(win, alpha, _mix(s.hair, skin, 0.35))
 
-    # Wrinkles: forehead lines, nasolabial folds, crow's feet, eye bags.
+
+def _paint_wrinkles(cv: _Canvas, g: _Identity, s: _Shot) -> None:
+    """Signs of age: forehead lines, nasolabial folds, crow's feet and eye bags."""
+    x, y, aa, fx = cv.x, cv.y, cv.aa, s.fx
+    line = max(0.006, aa * 0.6)
+    dark = s.skin * 0.62
     if g.wrinkles > 0.05:
         wr = g.wrinkles
-        line = max(0.006, aa * 0.6)
-        dark = skin * 0.62
         for k in range(3):
             wy = -0.22 - 0.06 * k
             w2 = cv.window(fx - 0.25, wy - 0.05, fx + 0.25, wy + 0.05)
@@ -656,12 +669,16 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
             xx = (x[w2] - ex) / g.eye_rx
             centre = g.eye_y + g.eye_ry * 1.4 + 0.02 * (1 - xx * xx)
             band = _band(x[w2] - ex, y[w2], -g.eye_rx * 0.8, g.eye_rx * 0.8, centre, max(0.007, aa * 0.6), aa)
-            cv.paint(w2, band * g.sag * 0.8, skin * 0.6)
+            cv.paint(w2, band * g.sag * 0.8, s.skin * 0.6)
 
-    # Eyes: sclera almond, iris, pupil, catch-light, upper lid line (and lashes).
+
+def _paint_eyes(cv: _Canvas, g: _Identity, s: _Shot) -> None:
+    """The eyes (sclera almond, iris, pupil, catch-light, upper lid line and lashes,
+    crease) and the brows above them."""
+    x, y, aa, yaw, fx = cv.x, cv.y, cv.aa, s.yaw, s.fx
     for side in (-1, 1):
         ex, ey = fx + side * g.eye_dx * (1 - 0.12 * side * yaw), g.eye_y
-        erx, ery = g.eye_rx * (1 - 0.15 * side * yaw), g.eye_ry * open_eye
+        erx, ery = g.eye_rx * (1 - 0.15 * side * yaw), g.eye_ry * s.open_eye
         w2 = cv.window(ex - erx - 0.03, ey - 0.1, ex + erx + 0.03, ey + 0.06)
         xx, yy = x[w2] - ex, y[w2] - ey
         yy = yy + side * g.eye_tilt * xx  # tilt outer corners
@@ -672,7 +689,7 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
         sclera = _cover(d, aa)
         cv.paint(w2, sclera, (0.92, 0.91, 0.88))
         ir = min(g.eye_ry * 1.05, erx * 0.5)
-        ix, iy = gaze[0] * erx * 0.4, gaze[1] * ery * 0.3
+        ix, iy = s.gaze[0] * erx * 0.4, s.gaze[1] * ery * 0.3
         di = np.sqrt((xx - ix) ** 2 + (yy - iy) ** 2)
         cv.paint(w2, _cover(di - ir, aa) * sclera, g.iris)
         cv.paint(w2, _cover(di - ir * 0.45, aa) * sclera, (0.02, 0.02, 0.02))
@@ -683,10 +700,9 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
         cv.paint(w2, lid_band, (0.06, 0.04, 0.04))
         # Eyelid crease above the eye (fainter for monolids).
         crease = _band(xx, yy, -erx * 0.8, erx * 0.9, top - 0.022, max(0.005, aa * 0.5), aa)
-        cv.paint(w2, crease * 0.35 * min(1.0, g.eye_ry / 0.04), skin * 0.6)
+        cv.paint(w2, crease * 0.35 * min(1.0, g.eye_ry / 0.04), s.skin * 0.6)
 
-    # Brows.
-    brow_col = _mix(hair, (0.08, 0.06, 0.05), 0.35)
+    brow_col = _mix(s.hair, (0.08, 0.06, 0.05), 0.35)
     for side in (-1, 1):
         bx0 = fx + side * g.eye_dx * (1 - 0.12 * side * yaw)
         by0 = g.eye_y - g.brow_gap - g.eye_ry * 0.5
@@ -697,12 +713,16 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
         band = _band(xx, y[w2], -0.085, 0.1, centre, np.maximum(half, aa * 0.5), aa)
         cv.paint(w2, band * 0.9, brow_col)
 
-    # Nose: bridge shadow on the far side, nostrils, tip highlight.
+
+def _paint_nose(cv: _Canvas, g: _Identity, s: _Shot) -> None:
+    """The nose: bridge shadow on the far side, the shadow under it, the wings, tip
+    highlight and nostrils."""
+    x, y, aa, fx, skin = cv.x, cv.y, cv.aa, s.fx, s.skin
     ny0 = g.eye_y + g.nose_len
     nw = g.nose_w
     w2 = cv.window(fx - nw - 0.05, g.eye_y, fx + nw + 0.05, ny0 + 0.05)
     xx, yy = x[w2] - fx, y[w2]
-    shadow_side = 1 if yaw >= 0 else -1
+    shadow_side = 1 if s.yaw >= 0 else -1
     ridge = _band(yy, xx * shadow_side, g.eye_y + 0.04, ny0 - 0.03, nw * 0.5, 0.014, 0.025)
     cv.paint(w2, ridge * 0.55, skin * 0.7)
     under = _cover(_ellipse_sd(xx, yy - (ny0 + 0.035), nw * 0.8, 0.018), 0.025)
@@ -719,8 +739,12 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     wing = _band(xx, yy, -nw * 1.1, nw * 1.1, ny0 + 0.01 - 0.01 * (xx / nw) ** 2, 0.006, aa * 1.5)
     cv.paint(w2, wing * 0.3, skin * 0.55)
 
-    # Mouth: lips between two parabolas around a centre line that curves with the smile.
-    my = ny0 + 0.115
+
+def _paint_mouth(cv: _Canvas, g: _Identity, s: _Shot) -> None:
+    """The lips between two parabolas around a centre line that curves with the smile;
+    an open mouth shows its inside and the upper teeth."""
+    x, y, aa, fx, smile, open_mouth = cv.x, cv.y, cv.aa, s.fx, s.smile, s.open_mouth
+    my = g.eye_y + g.nose_len + 0.115
     mw = g.mouth_w * (1 + 2 * smile)
     w2 = cv.window(fx - mw - 0.03, my - 0.1, fx + mw + 0.03, my + 0.1)
     xx, yy = x[w2] - fx, y[w2] - my
@@ -738,7 +762,13 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     seam = _band(xx, yy, -mw, mw, centre, max(0.005, aa * 0.5), aa)
     cv.paint(w2, seam * 0.8, _mix(g.lip_colour, (0.1, 0.03, 0.03), 0.6))
 
-    # Hair in front: inside a cap a little larger than the head, above the hairline.
+
+def _paint_front(cv: _Canvas, g: _Identity, s: _Shot, rng: np.random.Generator) -> None:
+    """The hair in front, inside a cap a little larger than the head and above the
+    hairline, and the earrings."""
+    x, y, aa, yaw = cv.x, cv.y, cv.aa, s.yaw
+    hx, hy, rx, ry = s.hx, s.hy, g.head_rx, g.head_ry
+    vol = 0.1 * g.hair_curly
     win = cv.window(hx - rx - 0.25, hy - ry - 0.3, hx + rx + 0.25, hy + ry * 0.8)
     lx, ly = x[win] - hx, y[win] - hy
     cap_rx, cap_ry = rx * 1.06 + vol * 1.4, ry * 1.04 + vol
@@ -752,9 +782,8 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     if g.bangs:
         hl = hl + 0.02 * np.sin(lx * 40 + g.part * 20) * g.bangs
     front = _cover(cap, aa) * _cover(ly - hl, aa * 1.5)
-    cv.paint(win, front, _hair_texture(lx, ly, hair, g, aa))
+    cv.paint(win, front, _hair_texture(lx, ly, s.hair, g, aa))
 
-    # Earrings.
     if g.earrings:
         metal = (0.85, 0.7, 0.3) if rng.random() < 0.6 else (0.8, 0.8, 0.82)
         for side in (-1, 1):
@@ -764,7 +793,12 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
             d = np.sqrt((x[w2] - ex) ** 2 + (y[w2] - ey) ** 2) - 0.018
             cv.paint(w2, _cover(d, aa), metal)
 
-    # Lighting on the foreground: Lambert over an ellipsoid around the head.
+
+def _light_and_expose(cv: _Canvas, g: _Identity, s: _Shot, rng: np.random.Generator) -> np.ndarray:
+    """Light the foreground (Lambert over an ellipsoid around the head), then the camera:
+    exposure, white balance and sensor grain; returns uint8 ``[H, W, 3]``."""
+    x, y, hx, hy, rx, ry = cv.x, cv.y, s.hx, s.hy, g.head_rx, g.head_ry
+    u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
     la = u(0, 2 * math.pi)
     strength = u(0.1, 0.55)
     L = np.array([math.cos(la) * 0.7, math.sin(la) * 0.5 - 0.2, 0.6])
@@ -776,7 +810,6 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     shade = (1 - strength) + strength * 1.25 * lam
     cv.img *= (1 + cv.fg * (shade - 1))[..., None]
 
-    # Camera: exposure, white balance, noise.
     exposure = u(0.8, 1.15)
     wb = u(-0.06, 0.06)
     cv.img *= np.float32(exposure) * np.array([1 + wb, 1, 1 - wb], np.float32)
@@ -793,6 +826,33 @@ def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
     return cv.img.astype(np.uint8)
 
 
+def render_face(person: Person, resolution: int, seed: int) -> np.ndarray:
+    """Draw one face of ``person``: uint8 ``[resolution, resolution, 3]``.
+
+    Identity comes from ``person``; pose, light, background, clothing, expression and
+    noise come from ``seed``, so different seeds are different photos of one person.
+    The painters composite back to front and draw from one generator in a fixed order.
+    """
+    res = int(resolution)
+    if not MIN_RESOLUTION <= res <= MAX_RESOLUTION:
+        raise UserError(
+            f"synthetic: resolution {resolution} is out of range; "
+            f"pass a value from {MIN_RESOLUTION} to {MAX_RESOLUTION}"
+        )
+    g = _identity(person)
+    rng = np.random.default_rng(derive_seed(int(seed) & 0xFFFFFFFFFFFF, 0x5EED))
+    cv, shot = _pose(g, res, rng)
+    _paint_behind(cv, g, shot, rng)
+    _paint_body(cv, g, shot, rng)
+    _paint_head(cv, g, shot)
+    _paint_wrinkles(cv, g, shot)
+    _paint_eyes(cv, g, shot)
+    _paint_nose(cv, g, shot)
+    _paint_mouth(cv, g, shot)
+    _paint_front(cv, g, shot, rng)
+    return _light_and_expose(cv, g, shot, rng)
+
+
 # ---------------------------------------------------------------------------- writing
 
 
@@ -803,7 +863,7 @@ def _file_stem(name: str) -> str:
 
 def _image_seed(seed: int, person: Person, index: int) -> int:
     """The render seed of image ``index`` of ``person`` in a set written with ``seed``."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, person.identity, index]).generate_state(1)[0])
+    return derive_seed(int(seed) & 0xFFFFFFFF, person.identity, index, bits=32)
 
 
 def _encode(img: np.ndarray, image_format: str) -> bytes:
@@ -832,6 +892,72 @@ def _check_int(value: Any, option: str, low: int, high: int | None = None) -> in
     return int(value)
 
 
+def _check_options(out: str | os.PathLike, layout: str, people: Any, per_person: Any, resolution: Any,
+                   seed: Any, image_format: str | None) -> tuple[Path, int, int, int, int, str]:
+    """Validate :func:`write_synthetic`'s options before anything is written; returns
+    ``(out, people, per_person, resolution, seed, image_format)`` as a path, plain ints and
+    ``png`` or ``jpg``."""
+    if layout not in LAYOUTS:
+        raise UserError(f"synthetic: layout {layout!r} is unknown; pass one of {', '.join(LAYOUTS)}")
+    people = _check_int(people, "people (--people)", 1)
+    per_person = _check_int(per_person, "per_person (--per-person)", 1)
+    if layout == "curated" and per_person < 3:
+        raise UserError(
+            f"synthetic: per_person (--per-person) is {per_person}, but the curated layout puts "
+            "every person in train, val and test; pass at least 3"
+        )
+    resolution = _check_int(resolution, "resolution (--resolution)", MIN_RESOLUTION, MAX_RESOLUTION)
+    seed = _check_int(seed, "seed (--seed)", 0)
+    if image_format is None:
+        image_format = "png" if layout == "curated" else "jpg"
+    image_format = {"jpeg": "jpg"}.get(str(image_format).lower(), str(image_format).lower())
+    if image_format not in ("png", "jpg"):
+        raise UserError(f"synthetic: image format {image_format!r} is unknown; pass png or jpg")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"synthetic: {out} already exists and is not an empty folder; "
+            "pass a new --out (nothing was written)"
+        )
+    return out, people, per_person, resolution, seed, image_format
+
+
+def _write_images(tmp: Path, persons: list[Person], layout: str, per_person: int, resolution: int,
+                  seed: int, image_format: str, progress: bool) -> tuple[int, list[tuple[str, ...]]]:
+    """Render and write every image under ``tmp``; returns the number of files and, for the
+    non-curated layout, the rows of ``attributes.csv``."""
+    from tqdm import tqdm
+
+    splits = _split_counts(per_person) if layout == "curated" else {}
+    files = 0
+    rows: list[tuple[str, ...]] = []
+    bar = tqdm(total=len(persons) * per_person, desc=f"synth {layout}", unit="img", disable=not progress)
+    with contextlib.closing(bar):
+        for person in persons:
+            stem = _file_stem(person.name)
+            for k in range(per_person):
+                img = render_face(person, resolution, _image_seed(seed, person, k))
+                data = _encode(img, image_format)
+                fname = f"{stem}_{k:04d}.{image_format}"
+                if layout == "curated":
+                    split = "train" if k < splits["train"] else (
+                        "val" if k < splits["train"] + splits["val"] else "test")
+                    for task in TASKS:
+                        path = tmp / task / split / person.label(task) / fname
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(data)
+                        files += 1
+                else:
+                    rel = f"{person.name}/{fname}"
+                    path = tmp / person.name / fname
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                    rows.append((rel, person.name, person.race, person.gender, person.age))
+                    files += 1
+                bar.update(1)
+    return files, rows
+
+
 def write_synthetic(
     out: str | os.PathLike,
     layout: str,
@@ -858,62 +984,13 @@ def write_synthetic(
     interrupted run leaves no half-written ``out``. Returns a summary: where, how many
     people, images and files, the classes of each task, and per-split counts.
     """
-    if layout not in LAYOUTS:
-        raise UserError(f"synthetic: layout {layout!r} is unknown; pass one of {', '.join(LAYOUTS)}")
-    people = _check_int(people, "people (--people)", 1)
-    per_person = _check_int(per_person, "per_person (--per-person)", 1)
-    if layout == "curated" and per_person < 3:
-        raise UserError(
-            f"synthetic: per_person (--per-person) is {per_person}, but the curated layout puts "
-            "every person in train, val and test; pass at least 3"
-        )
-    resolution = _check_int(resolution, "resolution (--resolution)", MIN_RESOLUTION, MAX_RESOLUTION)
-    seed = _check_int(seed, "seed (--seed)", 0)
-    if image_format is None:
-        image_format = "png" if layout == "curated" else "jpg"
-    image_format = {"jpeg": "jpg"}.get(str(image_format).lower(), str(image_format).lower())
-    if image_format not in ("png", "jpg"):
-        raise UserError(f"synthetic: image format {image_format!r} is unknown; pass png or jpg")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            f"synthetic: {out} already exists and is not an empty folder; "
-            "pass a new --out (nothing was written)"
-        )
-
-    from tqdm import tqdm
-
+    out, people, per_person, resolution, seed, image_format = _check_options(
+        out, layout, people, per_person, resolution, seed, image_format)
     persons = make_people(people, seed)
-    splits = _split_counts(per_person) if layout == "curated" else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    files = 0
-    rows: list[tuple[str, str, str, str, str]] = []
     try:
-        bar = tqdm(total=people * per_person, desc=f"synth {layout}", unit="img", disable=not progress)
-        with contextlib.closing(bar):
-            for person in persons:
-                stem = _file_stem(person.name)
-                for k in range(per_person):
-                    img = render_face(person, resolution, _image_seed(seed, person, k))
-                    data = _encode(img, image_format)
-                    fname = f"{stem}_{k:04d}.{image_format}"
-                    if layout == "curated":
-                        split = "train" if k < splits["train"] else (
-                            "val" if k < splits["train"] + splits["val"] else "test")
-                        for task in TASKS:
-                            path = tmp / task / split / person.label(task) / fname
-                            path.parent.mkdir(parents=True, exist_ok=True)
-                            path.write_bytes(data)
-                            files += 1
-                    else:
-                        rel = f"{person.name}/{fname}"
-                        path = tmp / person.name / fname
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(data)
-                        rows.append((rel, person.name, person.race, person.gender, person.age))
-                        files += 1
-                    bar.update(1)
+        files, rows = _write_images(tmp, persons, layout, per_person, resolution, seed, image_format, progress)
         if layout == "noncurated":
             with open(tmp / "attributes.csv", "w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh, lineterminator="\n")
@@ -927,13 +1004,14 @@ def write_synthetic(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+    splits = _split_counts(per_person) if layout == "curated" else {}
     classes = {
         "face_recognition": sorted(p.name for p in persons),
         "race": [c for c in RACES if any(p.race == c for p in persons)],
         "gender": [c for c in GENDERS if any(p.gender == c for p in persons)],
         "age": [c for c in AGES if any(p.age == c for p in persons)],
     }
-    summary: dict[str, Any] = {
+    return {
         "out": str(out),
         "layout": layout,
         "people": people,
@@ -947,4 +1025,3 @@ def write_synthetic(
         "splits": {name: n * people for name, n in splits.items()},
         "attributes_csv": str(out / "attributes.csv") if layout == "noncurated" else None,
     }
-    return summary

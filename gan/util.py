@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import operator
 import os
 import sys
 import tempfile
@@ -73,3 +75,50 @@ def ensure_venv_bin_on_path() -> None:
     parts = os.environ.get("PATH", "").split(os.pathsep)
     if bindir not in parts:
         os.environ["PATH"] = os.pathsep.join([bindir] + [p for p in parts if p])
+
+
+def derive_seed(*keys: int | str, bits: int | None = None) -> int:
+    """The one seed mixer: the seed of one random stream, from the keys that name it.
+
+    Each key becomes 32-bit words, in order. A non-negative int gives its base-2**32
+    digits, least significant first (0 gives the one word 0); a str stands for the int
+    made of the first 8 bytes, little-endian, of the SHA-256 of its UTF-8 text (the same in
+    every process and Python version, unlike the salted ``hash``). These words are the
+    entropy NumPy's ``SeedSequence`` hashes (O'Neill's ``seed_seq``, 2015), so int keys
+    give what ``SeedSequence(list(keys))`` gives.
+
+    Without ``bits``: the int whose base-2**32 digits are those words. NumPy seeds every
+    generator through ``SeedSequence``, so ``np.random.default_rng(derive_seed(*keys))`` is
+    ``np.random.default_rng(np.random.SeedSequence(list(keys)))`` whenever the keys give
+    at most four words (the size of its pool, which pads with zeros) or the last word is
+    not 0 (an int carries no trailing zero word). One str key gives its 64-bit hash itself.
+
+    With ``bits=n`` (1 to 64): the low ``n`` bits of the first 64-bit word that
+    ``SeedSequence`` draws from those words (for ``n <= 32``, its first 32-bit word). Use it
+    where the consumer takes the seed as it is: torch's CPU generator keeps only the low 32
+    bits of its seed, so the unhashed int of ``(seed, epoch)`` would repeat one stream for
+    every epoch there.
+    """
+    if not keys:
+        raise TypeError("derive_seed: pass at least one key")
+    words: list[int] = []
+    for key in keys:
+        if isinstance(key, str):
+            key = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+        elif isinstance(key, bool) or not hasattr(key, "__index__"):
+            raise TypeError(f"derive_seed: keys are ints or strings, got {key!r}")
+        key = operator.index(key)
+        if key < 0:
+            raise ValueError(f"derive_seed: int keys must be non-negative, got {key}")
+        words.append(key & 0xFFFFFFFF)
+        while key > 0xFFFFFFFF:
+            key >>= 32
+            words.append(key & 0xFFFFFFFF)
+    if bits is None:
+        return sum(word << (32 * i) for i, word in enumerate(words))
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
+        raise ValueError(f"derive_seed: bits must be an int from 1 to 64, got {bits!r}")
+    import numpy as np  # only here: the rest of this module stays free of numpy at import
+
+    state = np.random.SeedSequence(np.array(words, dtype=np.uint32)).generate_state(1, np.uint64)
+    return int(state[0]) & ((1 << bits) - 1)
