@@ -92,6 +92,8 @@ def derive_seed(*keys: int | str, bits: int | None = None) -> int:
     ``np.random.default_rng(np.random.SeedSequence(list(keys)))`` whenever the keys give
     at most four words (the size of its pool, which pads with zeros) or the last word is
     not 0 (an int carries no trailing zero word). One str key gives its 64-bit hash itself.
+    As in ``SeedSequence``, the words are not marked per key (``(2**32,)`` and ``(0, 1)`` give
+    one seed), so each stream passes keys of fixed widths (masked seeds) and its own tag.
 
     With ``bits=n`` (1 to 64): the low ``n`` bits of the first 64-bit word that
     ``SeedSequence`` draws from those words (for ``n <= 32``, its first 32-bit word). Use it

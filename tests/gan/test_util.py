@@ -220,6 +220,7 @@ def test_derive_seed_differs_across_keys_and_is_a_pure_function():
     seeds = {derive_seed(a, b) for a in range(40) for b in range(1, 40)}
     assert len(seeds) == 40 * 39
     assert derive_seed(1, 2) != derive_seed(2, 1)
+    assert derive_seed(2**32) == derive_seed(0, 1)  # words are not marked per key (documented)
     assert len({derive_seed(f"0/{n}/Gmain/z") for n in range(0, 64_000, 32)}) == 2000
     # Hashed seeds of (seed, epoch) differ in their low 32 bits, which is all torch's CPU
     # generator keeps; the unhashed int would repeat the seed's own low word.
