@@ -4,7 +4,7 @@ For each model (default ``mobilenet_v3_large`` and ``resnet50``) and loader, tra
 batches at ``--size`` px (after ``--warmup`` untimed batches) with the same batch, threads,
 workers and optimizer (Adam, the notebook's), counting data loading and the training step:
 
-* ``cache``: :func:`classify.train.make_loader` over the ``uint8`` cache (built beforehand
+* ``cache``: :func:`classify.loaders.make_loader` over the ``uint8`` cache (built beforehand
   and timed separately: it is paid once per data set, not per epoch) for the notebook
   recipe: whole batches read from the memory map in the main process (it needs no
   workers, so ``--workers`` does not apply) and resized 256 -> size on the device;
@@ -88,12 +88,14 @@ def bench(data, task, models, loaders, size, batch, steps, warmup, threads, work
     from torchvision import transforms
 
     from classify import dataset as D
+    from classify.loaders import batch_prep, make_loader, scan_for
     from classify.models import create_model
-    from classify.train import batch_prep, load_recipe, make_loader, resolve_device, scan_for
+    from classify.recipe import load_recipe
+    from gan.distributed import pick_device
 
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = pick_device(device)
     sha = git_sha()
     with tempfile.TemporaryDirectory(prefix="classify-speed-") as tmp:
         if data is None:

@@ -1,45 +1,20 @@
-"""``mtf-classify``: a thin click shell over :mod:`classify.train` and :mod:`classify.evaluate`.
+"""``mtf-classify``: a thin click shell over :mod:`classify.train`, :mod:`classify.evaluate`,
+:mod:`classify.baselines` and :mod:`classify.score`.
 
 Each command parses options, calls one plain function and prints where the results went.
-User-fixable errors print without a traceback (exit 1; 2 for bad options and for missing
-ImageNet weights, which this tool never downloads).
+User-fixable errors print without a traceback through :func:`gan.cli.friendly_errors`
+(exit 1; 2 for bad options and for missing ImageNet weights, :class:`gan.util.MissingWeights`,
+which this tool never downloads).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
 from gan.cli import friendly_errors
 from gan.util import ensure_venv_bin_on_path
-
-
-class _MissingWeights(click.ClickException):
-    """Printed like any click error, but exit status 2 (as the issue asks)."""
-
-    exit_code = 2
-
-
-def _weights_exit2(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from classify.models import WeightsMissing
-
-        try:
-            return fn(*args, **kwargs)
-        except WeightsMissing as exc:
-            raise _MissingWeights(str(exc)) from None
-
-    return wrapper
-
-
-def _task_names() -> list[str]:
-    from classify.dataset import TASKS
-
-    return list(TASKS)
 
 
 def _model_names() -> list[str]:
@@ -98,7 +73,6 @@ def main() -> None:
 @_THREADS
 @_DIST_TIMEOUT
 @friendly_errors
-@_weights_exit2
 def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str, overrides: tuple[str, ...],
               device: str, resume: bool, weights: str | None, cache_dir: str | None, dry_run: bool,
               progress: bool, threads: int | None, dist_timeout: float) -> None:
@@ -107,7 +81,8 @@ def train_cmd(data: str, task: str, model: str, recipe: str | None, outdir: str,
     Several GPUs: `torchrun --standalone --nproc_per_node=N $(which mtf-classify) train ...`
     (DistributedDataParallel; the recipe's batch_size stays the global batch; rank 0 writes files).
     """
-    from classify.train import load_recipe, train
+    from classify.recipe import load_recipe
+    from classify.train import train
     from gan import distributed as dist
     from gan.config import dump_config
 
@@ -164,14 +139,13 @@ def evaluate_cmd(checkpoint: str, data: str, split: str, outdir: str | None, dev
 @_THREADS
 @_DIST_TIMEOUT
 @friendly_errors
-@_weights_exit2
 def baselines_cmd(data: str, outdir: str, models: str | None, tasks: str | None, recipe: str | None,
                   overrides: tuple[str, ...], device: str, cache_dir: str | None, progress: bool,
                   threads: int | None, dist_timeout: float) -> None:
     """Train and test the models x tasks grid (finished cells are skipped); write results.csv/.md."""
     from classify.dataset import TASKS
     from classify.models import MODELS, PAPER_MODELS
-    from classify.train import baselines
+    from classify.baselines import baselines
 
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(PAPER_MODELS)
     bad = [m for m in model_list if m not in MODELS]

@@ -24,10 +24,10 @@ and the authors' own scripts spell the folders differently (``Race_Classificatio
   that name the folders.
 
 Decoding a JPEG costs more than a small CNN's step on CPU, so :func:`cached_split` decodes
-every image once (EXIF orientation, 8-bit RGB via :func:`gan.dataset.to_rgb8`, central
-square crop, Lanczos resize to ``cache_size``, at least 256 px by default so random
-resized crops still have pixels to crop) into one ``uint8 [N, 3, S, S]`` ``.npy`` file,
-read memory-mapped. Its name is a hash of the file list, sizes, mtimes and the cache
+every image once (:func:`gan.images.decode_rgb`: EXIF orientation, 8-bit RGB; then
+:func:`gan.images.square_resize`: central square crop, Lanczos resize to ``cache_size``, at
+least 256 px by default so random resized crops still have pixels to crop) into one
+``uint8 [N, 3, S, S]`` ``.npy`` file, read memory-mapped. Its name is a hash of the file list, sizes, mtimes and the cache
 size, so an edited tree gets a new cache and an unchanged one is never decoded again.
 Unreadable images are skipped and listed (``*.skipped.txt`` beside the cache) unless
 ``strict``.
@@ -46,9 +46,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
-from gan.dataset import IMAGE_EXTENSIONS, to_rgb8
+from gan.images import IMAGE_EXTENSIONS, decode_rgb, square_resize
 from gan.util import UserError, atomic_path, atomic_write_text
 
 __all__ = [
@@ -375,16 +374,7 @@ def default_cache_dir() -> Path:
 
 def _decode(path: Path, size: int) -> np.ndarray:
     """One image as ``uint8 [3, size, size]``: EXIF-rotated, RGB, central square, Lanczos."""
-    with Image.open(path) as img:
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        rgb = to_rgb8(img)  # [H, W, 3]
-    h, w = rgb.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    rgb = rgb[top:top + s, left:left + s]
-    if s != size:
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS))
+    rgb = square_resize(decode_rgb(path), size, "lanczos")  # [S, S, 3]
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))  # [3, S, S]
 
 

@@ -15,8 +15,9 @@ confusion matrix:
   approximation by Brown, Cai & DasGupta 2001), which stays inside [0, 1] and is sensible
   at 100 % on a small test set.
 
-:func:`evaluate` loads a checkpoint written by :mod:`classify.train`, predicts a split of
-a task tree and writes ``metrics.json``, ``per_class.csv`` and ``confusion.png``.
+:func:`evaluate` loads a checkpoint written by :mod:`classify.train` (read by
+:mod:`classify.checkpoint`), predicts a split of a task tree through the evaluation transform
+of :mod:`classify.loaders` and writes ``metrics.json``, ``per_class.csv`` and ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from classify.checkpoint import load_for_inference
+from classify.loaders import batch_prep, make_loader, scan_for
+from gan.distributed import pick_device
 from gan.util import UserError, atomic_path, atomic_write_text
 
 __all__ = [
@@ -232,18 +236,16 @@ def evaluate(
     checkpoint's class order (aliases applied), so a tree spelled ``Males``/``Females``
     evaluates a model trained on ``Male``/``Female``.
     """
-    from classify import train as T
-
     ckpt_path = Path(checkpoint)
     if not ckpt_path.is_file():
         raise UserError(f"evaluate: checkpoint {ckpt_path} does not exist; pass best.pt or last.pt of a run")
-    dev = T.resolve_device(device)
-    ckpt, model, recipe = T.load_for_inference(ckpt_path, dev)
-    task_data = T.scan_for(data, ckpt["task"], recipe, classes=ckpt["classes"])
+    dev = pick_device(device)
+    ckpt, model, recipe = load_for_inference(ckpt_path, dev)
+    task_data = scan_for(data, ckpt["task"], recipe, classes=ckpt["classes"])
     if split not in task_data.splits:
         raise UserError(f"evaluate: no {split} split in {task_data.root}")
-    loader = T.make_loader(task_data, split, recipe, cache_dir, train=False, batch_size=batch_size, log=log)
-    prep = T.batch_prep(recipe, dev, channels_last=recipe.train.channels_last and dev.type == "cuda")
+    loader = make_loader(task_data, split, recipe, cache_dir, train=False, batch_size=batch_size, log=log)
+    prep = batch_prep(recipe, dev, channels_last=recipe.train.channels_last and dev.type == "cuda")
     y_true, y_pred, _ = predict(model, loader, dev, prep)
     metrics = classification_metrics(y_true, y_pred, ckpt["classes"])
     metrics.update({"task": ckpt["task"], "model": ckpt["model_name"], "split": split,

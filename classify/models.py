@@ -15,8 +15,9 @@ minutes.
 ImageNet weights are never downloaded. They are read from torch's cache,
 ``$TORCH_HOME/hub/checkpoints/<torchvision file name>`` (``~/.cache/torch/hub/...`` by
 default, where ``torchvision`` itself would put them), or from ``weights=PATH``. A missing
-file raises :class:`WeightsMissing` whose message says which file, where it goes and its
-public URL; ``mtf-classify`` prints it and exits with status 2.
+file raises :class:`gan.util.MissingWeights` whose message says which file, where it goes
+and its public URL; ``mtf-classify`` prints it and exits with status 2 (as every CLI of the
+package does for a missing weights file).
 """
 
 from __future__ import annotations
@@ -30,14 +31,9 @@ import torch
 import torchvision
 from torch import nn
 
-from gan.util import UserError
+from gan.util import MissingWeights, UserError
 
-__all__ = ["ModelSpec", "MODELS", "PAPER_MODELS", "WeightsMissing", "create_model", "weights_file",
-           "model_names", "TinyCNN"]
-
-
-class WeightsMissing(UserError):
-    """ImageNet weights asked for but not on disk (and we never download); exit status 2."""
+__all__ = ["ModelSpec", "MODELS", "PAPER_MODELS", "create_model", "weights_file", "TinyCNN"]
 
 
 class TinyCNN(nn.Module):
@@ -133,10 +129,6 @@ MODELS: dict[str, ModelSpec] = {
 PAPER_MODELS = ("convnext_base", "resnet50", "vgg16", "efficientnet_b7", "mobilenet_v3_large")
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
-
-
 def _spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise UserError(f"models: unknown model {name!r}; pass one of {', '.join(MODELS)}")
@@ -169,7 +161,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     """Build registry model ``name`` with a fresh ``num_classes``-way head.
 
     ``pretrained``: start from ImageNet weights, read from ``weights`` or torch's cache
-    (never downloaded; :class:`WeightsMissing` when absent). The head is replaced after
+    (never downloaded; :class:`gan.util.MissingWeights` when absent). The head is replaced after
     loading, so only the backbone is pretrained, as in the MTF notebook.
     """
     spec = _spec(name)
@@ -183,7 +175,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         assert expected is not None
         path = Path(weights) if weights is not None else expected
         if not path.is_file():
-            raise WeightsMissing(_missing_message(name, expected, Path(weights) if weights is not None else None))
+            raise MissingWeights(_missing_message(name, expected, Path(weights) if weights is not None else None))
     model = spec.build()
     if use_weights:
         try:

@@ -9,8 +9,15 @@ Two kinds of log, kept apart (house rule 10):
   writes one JSON line per tick to ``stats.jsonl`` (``{name: {"num", "mean", "std"}}``,
   the published StyleGAN2-ADA layout, plus ``timestamp``) and the means to TensorBoard.
   Images (fakes grids) go to TensorBoard with :meth:`Monitor.image`.
-* **Text** goes through the ``logging`` logger ``"gan"``: rank 0 logs to the console and
-  to ``log.txt``; other ranks get a null logger, so code never asks "am I rank 0?".
+* **Text** goes through a ``logging`` logger (``"gan"``; ``classify`` trains with its own
+  ``"classify"``): rank 0 logs to the console and to ``log.txt``; other ranks get a null
+  logger, so code never asks "am I rank 0?".
+
+Both packages write ``stats.jsonl`` through :class:`Monitor`, so its rows have one layout:
+one JSON object per flush (a GAN tick, a classifier epoch), ``{name: {"num", "mean", "std"},
+..., "timestamp": unix seconds}``; the progress counter is a name like any other
+(``Progress/kimg`` for the GAN, ``Progress/epoch`` for the classifiers). Under torchrun the
+trainer sums the accumulators over ranks before a flush with :meth:`Monitor.reduce`.
 
 The module-level :func:`report` forwards to the monitor opened most recently with
 ``with Monitor(...)``, and does nothing when none is open (so the loss can report
@@ -26,7 +33,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -51,21 +58,23 @@ def report(name: str, value: Any) -> None:
 # Text logging.
 
 
-def setup_logging(run_dir: Optional[str | Path], rank: int = 0, console: bool = True) -> logging.Logger:
-    """Configure the ``"gan"`` logger: console + ``run_dir/log.txt`` on rank 0, nothing elsewhere.
+def setup_logging(run_dir: Optional[str | Path], rank: int = 0, console: bool = True, name: str = LOGGER_NAME,
+                  stream: Any = None) -> logging.Logger:
+    """Configure the logger ``name``: console + ``run_dir/log.txt`` on rank 0, nothing elsewhere.
 
     Handlers from a previous run in the same process are removed first, so a notebook or
-    a test that trains twice does not log twice.
+    a test that trains twice does not log twice. ``stream`` is the console (default
+    ``sys.stdout``; ``mtf-classify`` logs to ``sys.stderr`` and prints its results to stdout).
     """
-    logger = logging.getLogger(LOGGER_NAME)
-    close_logging()
+    logger = logging.getLogger(name)
+    close_logging(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if rank != 0:
         logger.addHandler(logging.NullHandler())
         return logger
     if console:
-        sh = logging.StreamHandler(sys.stdout)
+        sh = logging.StreamHandler(sys.stdout if stream is None else stream)
         sh.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(sh)
     if run_dir is not None:
@@ -75,9 +84,9 @@ def setup_logging(run_dir: Optional[str | Path], rank: int = 0, console: bool = 
     return logger
 
 
-def close_logging() -> None:
-    """Remove (and close) every handler of the ``"gan"`` logger."""
-    logger = logging.getLogger(LOGGER_NAME)
+def close_logging(name: str = LOGGER_NAME) -> None:
+    """Remove (and close) every handler of the logger ``name``."""
+    logger = logging.getLogger(name)
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
@@ -130,8 +139,11 @@ class Monitor:
 
     # -- accumulation
     def report(self, name: str, value: Any) -> None:
-        """Accumulate count, sum and sum of squares of ``value``'s elements (no host sync)."""
-        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        """Accumulate count, sum and sum of squares of ``value``'s elements (no host sync).
+
+        Python numbers are taken in float64, so a reported float is written exactly as given.
+        """
+        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
         t = t.flatten().to(torch.float64)
         if t.numel() == 0:
             return
@@ -141,6 +153,15 @@ class Monitor:
             self._acc[name] = moments if acc is None else acc.to(moments.device) + moments
         else:
             acc += moments
+
+    def reduce(self, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> None:
+        """Replace what was reported since the last flush by ``fn(moments)``.
+
+        ``moments`` is ``{name: float64 [count, sum, sum of squares]}``; under torchrun the
+        trainer passes :func:`gan.distributed.reduce_stats` before :meth:`flush`, so the
+        statistics cover the global batch, not rank 0's share.
+        """
+        self._acc = dict(fn(self._acc))
 
     def flush(self, step: int, walltime: Optional[float] = None) -> dict[str, dict[str, float]]:
         """Reduce what was reported since the last flush, write it, and start afresh.

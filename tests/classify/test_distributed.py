@@ -16,6 +16,8 @@ from tests._settings import REPO
 
 SMALL = ["data.input_size=32", "data.cache_size=32", "train.epochs=3"]
 
+pytestmark = pytest.mark.slow  # torchrun: two processes
+
 
 @pytest.fixture(scope="module")
 def two_proc_run(tmp_path_factory, synthetic_curated):
@@ -43,7 +45,7 @@ def test_two_process_classifier_writes_the_single_process_outputs(two_proc_run, 
     assert files[0] == files[1]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
-    assert [s["epoch"] for s in stats] == [1, 2, 3]  # one line per epoch, not one per process
+    assert [s["Progress/epoch"]["mean"] for s in stats] == [1, 2, 3]  # one line per epoch, not one per process
     assert (run / "log.txt").read_text().count("epoch   1/3") == 1
     assert two_proc_run["stdout"].count("test accuracy") == 1
 

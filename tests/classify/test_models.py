@@ -8,8 +8,8 @@ import torchvision
 from click.testing import CliRunner
 
 from classify.cli import main
-from classify.models import MODELS, PAPER_MODELS, WeightsMissing, create_model, weights_file
-from gan.util import UserError
+from classify.models import MODELS, PAPER_MODELS, create_model, weights_file
+from gan.util import MissingWeights, UserError
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -64,7 +64,7 @@ def test_wrong_weights_file_is_an_error(tmp_path):
 
 def test_missing_weights_message_and_exit_status_2(tmp_path, monkeypatch, synthetic_curated):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(WeightsMissing):
+    with pytest.raises(MissingWeights):
         create_model("convnext_base", 2, pretrained=True)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [

@@ -1,12 +1,16 @@
-"""Rank-0 logging and the scalar monitor (``stats.jsonl`` + TensorBoard)."""
+"""Rank-0 logging and the scalar monitor (``stats.jsonl`` + TensorBoard), its public reduce hook,
+exact floats, and a named logger on a chosen stream (what classify trains with)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+
+from gan import monitor
 
 
 def test_monitor_reduces_per_tick_and_writes_jsonl(tmp_path):
@@ -43,3 +47,38 @@ def test_logging_goes_to_log_txt_on_rank_0_only(tmp_path):
         monitor.report("x", 1.0)
         assert mon.flush(0)["x"]["mean"] == 1.0  # other ranks still reduce
     assert not (tmp_path / "r1" / "stats.jsonl").exists()
+
+
+def test_reduce_hook_replaces_the_moments_before_flush(tmp_path):
+    with monitor.Monitor(tmp_path, tensorboard=False) as mon:
+        mon.report("Loss/G/main", torch.tensor([1.0, 3.0]))
+        seen = {}
+
+        def double(acc):  # what reduce_stats does with two ranks that reported alike
+            seen.update(acc)
+            return {k: v * 2 for k, v in acc.items()}
+
+        mon.reduce(double)
+        stats = mon.flush(step=1)
+    assert seen["Loss/G/main"].tolist() == [2.0, 4.0, 10.0]  # count, sum, sum of squares
+    assert stats["Loss/G/main"]["num"] == 4.0 and stats["Loss/G/main"]["mean"] == 2.0
+
+
+def test_python_floats_are_written_exactly(tmp_path):
+    with monitor.Monitor(tmp_path, tensorboard=False) as mon:
+        mon.report("Progress/lr", 1e-5)
+        mon.report("Progress/kimg", 25000.016)
+        mon.flush(step=1)
+    row = json.loads((tmp_path / "stats.jsonl").read_text())
+    assert row["Progress/lr"] == {"num": 1.0, "mean": 1e-5, "std": 0.0}
+    assert row["Progress/kimg"]["mean"] == 25000.016 and set(row) == {"Progress/lr", "Progress/kimg", "timestamp"}
+
+
+def test_named_logger_writes_log_txt_and_the_given_stream(tmp_path):
+    stream = io.StringIO()
+    log = monitor.setup_logging(tmp_path, rank=0, name="classify-test", stream=stream)
+    log.info("epoch 1")
+    monitor.close_logging("classify-test")
+    assert stream.getvalue() == "epoch 1\n"
+    assert "epoch 1" in (tmp_path / "log.txt").read_text()
+    assert not log.handlers
