@@ -240,7 +240,7 @@ def score_cmd(network: str | None, images: str | None, num: int | None, seeds: s
     mtf-classify score --network run/checkpoint-000400.pt --num 1000 \\
         --classifier cls/gender/tiny_cnn/best.pt --classifier cls/race/tiny_cnn/best.pt --outdir report
     """
-    from classify.score import score
+    from classify.score import ScoreOptions, score
     from gan.generate import parse_seeds
 
     if (network is None) == (images is None):
@@ -248,13 +248,15 @@ def score_cmd(network: str | None, images: str | None, num: int | None, seeds: s
     if seeds is not None and images is not None:
         raise click.BadParameter("--seeds picks generator seeds; with --images use --num", param_hint="--seeds")
     _set_threads(threads)
-    score(outdir, list(classifiers), network=network, images=images, num=num,
-          seeds=parse_seeds(seeds) if seeds is not None else None, truncation_psi=truncation_psi,
-          class_name=class_name, reference=reference, reference_num=reference_num, heldout=heldout,
-          strangers=strangers, memorization=not no_memorization, nn_space=nn_space, identity_heldout=identity_heldout,
-          identity_quantile=identity_quantile, vote=vote,
-          false_match_rate=false_match_rate, predictions=predictions, person_csv=person_csv,
-          person_column=person_column, min_confidence=min_confidence, device=device, batch=batch, echo=click.echo)
+    options = ScoreOptions(
+        outdir=outdir, classifiers=tuple(classifiers), network=network, images=images, num=num,
+        seeds=parse_seeds(seeds) if seeds is not None else None, truncation_psi=truncation_psi,
+        class_name=class_name, reference=reference, reference_num=reference_num, heldout=heldout,
+        strangers=strangers, memorization=not no_memorization, nn_space=nn_space, identity_heldout=identity_heldout,
+        identity_quantile=identity_quantile, false_match_rate=false_match_rate, predictions=predictions,
+        person_csv=person_csv, person_column=person_column, min_confidence=min_confidence, vote=vote,
+        device=device, batch=batch)
+    score(options, echo=click.echo)
 
 
 if __name__ == "__main__":

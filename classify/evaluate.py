@@ -35,8 +35,9 @@ import torch
 
 from classify.checkpoint import load_for_inference
 from classify.loaders import batch_prep, make_loader, scan_for
+from classify.plots import plot_confusion  # the figure of write_metrics (re-exported)
 from gan.distributed import pick_device
-from gan.util import UserError, atomic_path, atomic_write_text
+from gan.util import UserError, atomic_write_text
 
 __all__ = [
     "confusion_matrix",
@@ -51,9 +52,6 @@ __all__ = [
 
 #: Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
-#: Up to this many classes the confusion plot prints counts in cells and names on the axes.
-CELL_TEXT_MAX = 20
-TICK_LABELS_MAX = 60
 
 
 def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
@@ -112,59 +110,6 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
         ],
         "confusion": cm.tolist(),
     }
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend (no window, works headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | os.PathLike) -> None:
-    """Write ``fig`` as a PNG atomically (a crash never leaves half a picture) and close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    pyplot().close(fig)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
-    """Row-normalized confusion matrix as a PNG (colour = share of the true class).
-
-    Counts are printed in cells only up to :data:`CELL_TEXT_MAX` classes and names on the
-    axes up to :data:`TICK_LABELS_MAX`, so 240 face-recognition classes stay readable as a
-    heat map (a bright diagonal) instead of a black smear of text.
-    """
-    plt = pyplot()
-    cm = np.asarray(cm)
-    k = len(classes)
-    rates = _div(cm.astype(np.float64), cm.sum(axis=1, keepdims=True).astype(np.float64))
-    side = min(16.0, max(4.5, 0.45 * k + 2.5)) if k <= TICK_LABELS_MAX else 10.0
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
-    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    if k <= TICK_LABELS_MAX:
-        ax.set_xticks(range(k), labels=list(classes), rotation=90 if k > 6 else 30, ha="right" if k <= 6 else "center",
-                      fontsize=8 if k > 20 else 10)
-        ax.set_yticks(range(k), labels=list(classes), fontsize=8 if k > 20 else 10)
-    else:
-        ax.set_xlabel("")
-    if k <= CELL_TEXT_MAX:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=9,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class" + ("" if k <= TICK_LABELS_MAX else f" (index, {k} classes)"))
-    ax.set_ylabel("true class" + ("" if k <= TICK_LABELS_MAX else " (index)"))
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def write_metrics(metrics: dict[str, Any], outdir: str | os.PathLike, title: str = "") -> list[Path]:

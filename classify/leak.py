@@ -1,49 +1,55 @@
 """Does a generator reproduce its training data? Memorization and identity-leak checks.
 
-Two questions, two checks (issue 7, items 4 and 5):
+Two questions, two checks:
 
 * **Memorization** -- is a generated face a near copy of a training image? Each generated
   face gets its nearest neighbour in the training archive in a feature space (the
   face-recognition classifier's penultimate features when one is given, else downsampled
-  pixels, :func:`pixel_features`). A distance alone means little, so it is compared to the
-  distances of *held-out real* images to the same archive: a generator that samples the
-  data distribution without copying should land about as close to the archive as unseen
-  real photos of the same population do, and only about 1 % of its samples should be
-  closer than the 1st percentile of the held-out distances. This is the idea of the
-  "copy detection" and "data-copying" tests (Meehan, Chaudhuri and Dasgupta 2020, *A
-  non-parametric test to detect data-copying in generative models*, AISTATS; Webster et
-  al. 2019, *Detecting overfitting of deep generative networks via latent recovery*),
-  in its simplest per-sample form.
+  pixels, :func:`classify.classifier.pixel_features`). A distance alone means little, so it
+  is compared to the distances of *held-out real* images to the same archive: a generator
+  that samples the data distribution without copying should land about as close to the
+  archive as unseen real photos of the same population do, and only about 1 % of its
+  samples should be closer than the 1st percentile of the held-out distances. This is the
+  idea of the "copy detection" and "data-copying" tests (Meehan, Chaudhuri and Dasgupta
+  2020, *A non-parametric test to detect data-copying in generative models*, AISTATS;
+  Webster et al. 2019, *Detecting overfitting of deep generative networks via latent
+  recovery*), in its simplest per-sample form.
 * **Identity leak** -- does a generated face show a real, known person? A
   face-recognition classifier assigns it to one of its people; the assignment counts only
   above a confidence threshold calibrated on held-out real images of its people, and,
   when faces of strangers are at hand, also on those (:func:`calibrate_threshold`).
 
-Everything here is plain numpy/torch on arrays, so ``mtf-classify score`` (in
-:mod:`classify.score`) and a notebook call the same functions.
+The math (:func:`nearest_neighbours`, :func:`memorization`, :func:`identity_calibration`,
+:func:`identity_leak`) is plain numpy/torch on arrays, so a notebook calls the same
+functions; :func:`memorization_section` and :func:`identity_leak_section` run the checks on
+scored image sets for ``mtf-classify score`` and draw their figures
+(:func:`classify.plots.plot_closest_pairs`, :func:`classify.plots.plot_leaks`).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classify.evaluate import pyplot, save_figure
+from classify.classifier import (THUMB, Classifier, ScoredSet, match_class, resolve_recorded, score_stream,
+                                 to_classifier_size)
+from classify.plots import plot_closest_pairs, plot_leaks
+from gan.images import list_images, read_rgb
 from gan.util import UserError
 
 __all__ = [
     "METRICS",
     "nearest_neighbours",
-    "pixel_features",
     "memorization",
-    "plot_closest_pairs",
     "calibrate_threshold",
     "identity_calibration",
     "identity_leak",
-    "plot_leaks",
+    "memorization_section",
+    "identity_leak_section",
 ]
 
 #: Distances between L2-normalised feature vectors: ``cosine`` is ``1 - cos`` (0 .. 2),
@@ -116,34 +122,6 @@ def nearest_neighbours(
     return dist.numpy(), best_idx.numpy()
 
 
-def pixel_features(images: Iterable[Any], size: int = 16) -> np.ndarray:
-    """``[N, 3 * size * size]`` float32: each uint8 ``[3, H, W]`` image as downsampled pixels.
-
-    The fallback feature space for :func:`memorization` when no face-recognition
-    classifier is given. The central square is area-averaged to ``size`` px (which removes
-    JPEG noise and small shifts' high frequencies) and the image's mean is subtracted, so
-    the cosine distance of two images is one minus their pixel correlation: 0 for a copy,
-    also one that was re-encoded or brightened, and well above 0 for two different faces.
-    Accepts any iterable of images or a uint8 ``[N, 3, H, W]`` tensor.
-    """
-    if size < 2:
-        raise UserError(f"memorization: pixel feature size {size} is too small; pass 8 or more")
-    out: list[np.ndarray] = []
-    for img in images:
-        t = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
-        if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[0] != 3:
-            raise ValueError(f"pixel_features: expected uint8 [3, H, W] images, got {t.dtype} {list(t.shape)}")
-        _, h, w = t.shape
-        s = min(h, w)
-        t = t[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        x = F.adaptive_avg_pool2d(t.float().unsqueeze(0) / 255.0, size)[0]  # [3, size, size]
-        x = x.flatten() - x.mean()
-        out.append(x.numpy())
-    if not out:
-        raise UserError("memorization: no images to compute pixel features of")
-    return np.stack(out).astype(np.float32)  # [N, 3 * size * size]
-
-
 def memorization(
     gen_feats: Any,
     train_feats: Any,
@@ -207,54 +185,6 @@ def memorization(
                 "percentiles are too low; pass real images that were not given to prepare"
             )
     return result
-
-
-def _hwc(img: Any) -> np.ndarray:
-    """uint8 ``[3, H, W]`` (the package's image layout) or ``[H, W, 3]`` -> ``[H, W, 3]``."""
-    a = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
-        a = a.transpose(1, 2, 0)
-    return a
-
-
-def plot_closest_pairs(
-    gen_images: Sequence[Any] | Mapping[int, Any],
-    train_images: Sequence[Any] | Mapping[int, Any],
-    result: Mapping[str, Any],
-    path: str | os.PathLike,
-    n: int = 16,
-) -> None:
-    """PNG of the ``n`` generated faces closest to the archive, each above its nearest
-    training image, with the distance (and a mark where it is below the held-out p1).
-
-    ``gen_images`` / ``train_images`` are indexed by the row numbers in ``result`` (a list,
-    a uint8 ``[N, 3, H, W]`` tensor, or a dict holding just the rows that are shown:
-    ``result["order"][:n]`` and their ``result["index"]``), so a 132k-image archive need
-    not be loaded to draw 16 pairs.
-    """
-    plt = pyplot()
-    order = np.asarray(result["order"])[:n]
-    if len(order) == 0:
-        raise UserError("memorization: no generated images to plot")
-    p1 = result.get("summary", {}).get("thresholds", {}).get("p1")
-    cols = min(8, len(order))
-    rows = -(-len(order) // cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.6 * cols, 3.5 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for j, gi in enumerate(order):
-        r, c = 2 * (j // cols), j % cols
-        ti = int(result["index"][gi])
-        d = float(result["distance"][gi])
-        axes[r, c].imshow(_hwc(gen_images[int(gi)]))
-        flag = " *" if p1 is not None and d < p1 else ""
-        axes[r, c].set_title(f"gen {int(gi)}\nd={d:.3f}{flag}", fontsize=7)
-        axes[r + 1, c].imshow(_hwc(train_images[ti]))
-        axes[r + 1, c].set_title(f"train {ti}", fontsize=7)
-    note = "  (* closer than 1% of held-out real images)" if p1 is not None else ""
-    fig.suptitle(f"closest generated faces (top) and their nearest training images (below){note}", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- identity
@@ -389,41 +319,126 @@ def identity_leak(gen_probs: Any, threshold: float, classes: Sequence[str]) -> d
     }
 
 
-def plot_leaks(
-    gen_images: Sequence[Any] | Mapping[int, Any],
-    person_images: Mapping[str, Sequence[Any]],
-    result: Mapping[str, Any],
-    path: str | os.PathLike,
-    n: int = 16,
-    per_person: int = 4,
-) -> None:
-    """PNG: each flagged generated face (up to ``n``, most confident first) in a row beside
-    up to ``per_person`` real images of the person it was matched to.
+# ---------------------------------------------------------------------------- the checks of score
 
-    ``person_images`` maps a class name to real images of that person (e.g. from the
-    classifier's train split); a person without images gets an empty row beside the face.
-    When nothing was flagged, the PNG says so (the file always exists for the report).
+
+def _folder_split(clf: Classifier, folder: Path) -> list[tuple[Path, int]]:
+    """``(image, class index)`` of a ``<person>/*`` folder; persons the classifier does not
+    know are an error that names them."""
+    folder = Path(folder)
+    items, unknown = [], set()
+    for f in list_images(folder):
+        rel = f.relative_to(folder)
+        if len(rel.parts) < 2:
+            continue
+        j = match_class(clf.task, rel.parts[0], clf.classes)
+        if j is None:
+            unknown.add(rel.parts[0])
+        else:
+            items.append((f, j))
+    if unknown or not items:
+        names = ", ".join(sorted(unknown)[:3]) or "none in person folders"
+        raise UserError(f"--identity-heldout {folder}: expected <person>/* folders of the face-recognition "
+                        f"classifier's people; unknown: {names}")
+    return items
+
+
+def _identity_split(clf: Classifier) -> tuple[Optional[Any], str]:
+    """The face-recognition classifier's own tree (from its run's ``config.yaml``) as a
+    :class:`classify.dataset.TaskData` in its class order, or ``(None, why not)``."""
+    from classify.loaders import scan_for
+    from classify.recipe import RunConfig
+    from gan.config import load_config
+
+    cfg_path = clf.path.parent / "config.yaml"
+    if not cfg_path.is_file():
+        return None, f"{cfg_path} is missing, so the classifier's held-out split is unknown"
+    try:
+        cfg = load_config(RunConfig, cfg_path)
+    except Exception as exc:  # noqa: BLE001 - an old or edited config: report, do not fail the report
+        return None, f"{cfg_path} cannot be read ({exc})"
+    data = resolve_recorded(cfg.data, clf.path.parent)
+    if data is None:
+        return None, (f"the classifier's data {cfg.data} (from {cfg_path}) is not found; run from the folder it was "
+                      "trained in")
+    try:
+        td = scan_for(data, clf.task, cfg.recipe, classes=clf.classes)
+    except UserError as exc:
+        return None, str(exc)
+    return td, str(data)
+
+
+def identity_leak_section(fr: Classifier, gen: ScoredSet, outdir: Path, batch: int, quantile: float,
+                          false_match_rate: float, strangers: Optional[ScoredSet],
+                          heldout_dir: Optional[str | os.PathLike] = None
+                          ) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """Calibrate the identity threshold on held-out photos of the classifier's people
+    (``heldout_dir``, else the val, else test split of the tree it was trained on, found
+    through its run's ``config.yaml``; :func:`calibrate_threshold`) and flag
+    generated faces above it."""
+    if heldout_dir is not None:
+        items = _folder_split(fr, Path(heldout_dir))
+        split, where, train_items = "--identity-heldout", str(heldout_dir), items
+    else:
+        td, where = _identity_split(fr)
+        if td is None:
+            return None, where + "; pass --identity-heldout DIR (<person>/* photos it did not train on)"
+        split = "val" if td.splits.get("val") else "test"
+        items, train_items = td.splits[split], td.splits["train"]
+    held = score_stream(((p.name, read_rgb(p)) for p, _ in items), {"face_recognition": fr}, batch,
+                        pixels=False, what=f"held-out images ({split} split of {where})")
+    true = np.asarray([y for _, y in items], dtype=np.int64)
+    cal = identity_calibration(held.probs["face_recognition"], true, quantile,
+                               strangers.probs["face_recognition"] if strangers is not None else None,
+                               false_match_rate)
+    res = identity_leak(gen.probs["face_recognition"], cal["threshold"], fr.classes)
+    res["calibration"] = dict(cal, split=f"{split} of {where}")
+    people: dict[str, list[torch.Tensor]] = {}
+    wanted = set(res["people"][:16])
+    for p, y in train_items:
+        name = fr.classes[y]
+        if name in wanted and len(people.setdefault(name, [])) < 4:
+            people[name].append(to_classifier_size(read_rgb(p), min(THUMB, gen.thumbs[0].shape[-1])))
+    res["file"] = "identity_leaks.png"
+    plot_leaks(gen.thumbs, people, res, outdir / res["file"])
+    return res, None
+
+
+def memorization_section(gen: ScoredSet, ref: ScoredSet, heldout: Optional[ScoredSet], outdir: Path,
+                         role: str, heldout_fraction: float = 0.1, space: str = "auto") -> dict[str, Any]:
+    """Nearest reference image of each generated face (:func:`memorization`).
+
+    Feature space: the face-recognition classifier's penultimate features when one is
+    given (identity, not pose or background, decides closeness), else downsampled pixels.
+    Held-out baseline: ``heldout`` when given; else a random ``heldout_fraction`` of the
+    reference images is taken out of the search set and their distances to the rest
+    are the baseline (fresh real images of the same population).
     """
-    plt = pyplot()
-    idx = list(result["indices"])[:n]
-    if not idx:
-        fig, ax = plt.subplots(figsize=(5, 1.2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, f"no generated face reached the identity threshold {result['threshold']:.3f}",
-                ha="center", va="center", fontsize=9)
-        save_figure(fig, path)
-        return
-    cols = 1 + per_person
-    fig, axes = plt.subplots(len(idx), cols, figsize=(1.5 * cols, 1.7 * len(idx)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, (gi, person, conf) in enumerate(zip(idx, result["people"], result["confidences"])):
-        axes[r, 0].imshow(_hwc(gen_images[int(gi)]))
-        axes[r, 0].set_title(f"gen {int(gi)}  p={conf:.2f}", fontsize=7)
-        for c, img in enumerate(list(person_images.get(person, []))[:per_person]):
-            axes[r, 1 + c].imshow(_hwc(img))
-            if c == 0:
-                axes[r, 1 + c].set_title(person, fontsize=7, loc="left")
-    fig.suptitle(f"generated faces matched to a known person (threshold {result['threshold']:.3f})", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
+    use_fr = gen.feats is not None and ref.feats is not None and space != "pixels"
+    if space == "face" and not use_fr:
+        raise UserError("--nn-space face needs a face_recognition --classifier; pass one or use --nn-space pixels")
+    g = gen.feats if use_fr else gen.pixels
+    r = ref.feats if use_fr else ref.pixels
+    train_rows = np.arange(len(ref))
+    if heldout is not None:
+        h = heldout.feats if use_fr else heldout.pixels
+        held_desc = f"{len(heldout)} images of {heldout.source}"
+    else:
+        n_h = max(1, int(round(heldout_fraction * len(ref)))) if len(ref) > 1 else 0
+        pick = np.random.default_rng(0).permutation(len(ref))[:n_h]
+        mask = np.ones(len(ref), bool)
+        mask[pick] = False
+        train_rows = np.flatnonzero(mask)
+        h = r[pick] if n_h else None
+        held_desc = f"{n_h} reference images left out of the search set"
+    res = memorization(g, r[train_rows], h)
+    res["index"] = train_rows[res["index"]]  # back to reference rows
+    for c in res["summary"]["closest"]:
+        c["train"] = int(train_rows[c["train"]])
+        c["generated_name"], c["train_name"] = gen.names[c["generated"]], ref.names[c["train"]]
+    plot_closest_pairs(gen.thumbs, ref.thumbs, res, outdir / "closest_pairs.png")
+    return {"summary": res["summary"], "feature_space": ("face-recognition classifier features" if use_fr
+                                                          else "downsampled pixels (16 px)"),
+            "reference_role": role, "heldout": held_desc, "file": "closest_pairs.png"}
+
+

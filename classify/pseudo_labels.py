@@ -4,7 +4,7 @@ The non-curated MTF set (Haffar, Sánchez, Domingo-Ferrer, *IEEE Access* 13, 202
 as ``<person>/*.jpg`` without documented race, gender or age labels, while the curated
 set has them. Classifiers trained on the curated set (``mtf-classify train``) label the
 non-curated images here, so a gender-, race- or age-conditional GAN can be trained on the
-larger set (issue 7, item 6):
+larger set:
 
 1. :func:`predict_rows`: one row per image: the file (relative to the tree, with ``/``),
    and per task the predicted class and its confidence (top softmax probability).
@@ -19,8 +19,12 @@ larger set (issue 7, item 6):
    --label-column gender`` trains on per-image labels, ``--label-column gender_vote`` on
    per-person labels.
 
-:func:`pseudo_labels` runs the three steps (what ``mtf-classify score --predictions``
-calls).
+:func:`pseudo_labels` runs the three steps on an image folder or archive.
+``mtf-classify score --predictions`` writes the same file through
+:func:`scored_predictions`: the rows come from the probabilities the report already
+computed (:func:`rows_from_scored`, no second pass over the images), and the vote and the
+writing are steps 2 and 3 above; there a tree without person folders gets per-image
+columns only instead of an error, since the report is the point of that command.
 
 Uncertain predictions (confidence below ``min_confidence``) are dropped: they neither
 vote nor label their image (the cell is left empty, which ``prepare`` skips and
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from collections import Counter
 from pathlib import Path
@@ -37,20 +42,19 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from classify.classifier import ScoredSet, iter_image_source, score_stream
 from gan.util import UserError, atomic_write_text
 
 __all__ = [
     "predict_rows",
+    "rows_from_scored",
     "persons_from_folders",
     "persons_from_csv",
     "person_vote",
     "write_predictions",
     "pseudo_labels",
+    "scored_predictions",
 ]
-
-#: Images scored per block: classifiers run block by block, so a 132k-image tree is never
-#: held in memory at once.
-BLOCK = 256
 
 
 def _tasks_of(classifiers: Sequence[Any]) -> list[str]:
@@ -70,53 +74,43 @@ def predict_rows(
 ) -> list[dict[str, Any]]:
     """One row per image of ``source``: ``{"file", <task>, <task>_confidence, ...}``.
 
-    ``classifiers`` are :class:`classify.score.Classifier` objects (one per task);
+    ``classifiers`` are :class:`classify.classifier.Classifier` objects (one per task);
     ``source`` is an image folder (read recursively), a prepared archive, or an iterable
     of ``(name, uint8 [3, H, W])`` pairs. ``file`` is the path relative to the folder with
-    ``/`` separators, which is what ``mtf-gan prepare --labels`` matches against.
+    ``/`` separators, which is what ``mtf-gan prepare --labels`` matches against. The images
+    go through :func:`classify.classifier.score_stream` block by block, keeping only the
+    probabilities, so a 132k-image tree is never held in memory at once.
     """
-    from classify.score import iter_image_source
-
     clfs = list(classifiers.values()) if isinstance(classifiers, Mapping) else list(classifiers)
     if not clfs:
         raise UserError("predictions: pass at least one --classifier (gender, race, age, ...)")
     tasks = _tasks_of(clfs)
-    items = iter_image_source(source, num) if isinstance(source, (str, os.PathLike)) else iter(source)
-    rows: list[dict[str, Any]] = []
-    names: list[str] = []
-    imgs: list[Any] = []
+    if isinstance(source, (str, os.PathLike)):
+        items = iter_image_source(source, num)
+    else:
+        items = itertools.islice(iter(source), num)
+    first = next(items, None)
+    if first is None:
+        raise UserError(f"predictions: {source} holds no images to label")
+    named = ((str(n).replace(os.sep, "/").replace("\\", "/"), img) for n, img in itertools.chain([first], items))
 
     from tqdm import tqdm
 
-    bar = tqdm(desc="predict", unit="img", disable=not progress)
+    with tqdm(desc="predict", unit="img", disable=not progress) as bar:
+        scored = score_stream(named, dict(zip(tasks, clfs)), batch, pixels=False, thumbs=False, features=False,
+                              on_block=bar.update)
+    return rows_from_scored(scored, clfs)
 
-    def flush() -> None:
-        block = [{"file": n.replace(os.sep, "/").replace("\\", "/")} for n in names]
-        for task, clf in zip(tasks, clfs):
-            probs, _ = clf.predict(imgs, batch=batch)  # [B, K]
-            conf, pred = probs.max(1)
-            for row, k, c in zip(block, pred.tolist(), conf.tolist()):
-                row[task] = clf.classes[k]
-                row[f"{task}_confidence"] = float(c)
-        rows.extend(block)
-        bar.update(len(block))
-        names.clear()
-        imgs.clear()
 
-    try:
-        for name, img in items:
-            names.append(str(name))
-            imgs.append(img)
-            if len(names) == BLOCK:
-                flush()
-            if num is not None and len(rows) + len(names) >= num:
-                break
-        if names:
-            flush()
-    finally:
-        bar.close()
-    if not rows:
-        raise UserError(f"predictions: {source} holds no images to label")
+def rows_from_scored(scored: ScoredSet, classifiers: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rows of :func:`predict_rows` from a scored set: per image ``file`` (its name) and
+    per classifier ``<task>`` (the arg-max class) and ``<task>_confidence`` (its probability)."""
+    rows = [{"file": name} for name in scored.names]
+    for clf in classifiers:
+        p = scored.probs[clf.task]  # [N, K]
+        for row, k, c in zip(rows, p.argmax(1).tolist(), p.max(1).tolist()):
+            row[clf.task] = clf.classes[k]
+            row[f"{clf.task}_confidence"] = float(c)
     return rows
 
 
@@ -303,6 +297,21 @@ def write_predictions(
     return counts
 
 
+def _persons(files: Sequence[str], person_csv: Optional[str | os.PathLike], person_column: Optional[str]
+             ) -> dict[str, str]:
+    """``file -> person``: ``person_column`` of ``person_csv`` when given, else the first folder level."""
+    if person_csv is not None:
+        return persons_from_csv(person_csv, person_column, files)
+    return persons_from_folders(files)
+
+
+def _voted(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, min_confidence: float,
+           person_of: Mapping[str, str]) -> dict[str, Any]:
+    """Steps 2 and 3: the per-person vote and ``predictions.csv`` with its columns."""
+    votes = person_vote(rows, person_of, min_confidence)
+    return write_predictions(rows, path, min_confidence, vote=votes, person_of=person_of)
+
+
 def pseudo_labels(
     classifiers: Sequence[Any] | Mapping[str, Any],
     source: str | os.PathLike,
@@ -327,15 +336,36 @@ def pseudo_labels(
     rows = predict_rows(classifiers, source, batch=batch, progress=progress)
     if not vote:
         return write_predictions(rows, path, min_confidence)
-    files = [r["file"] for r in rows]
-    if person_csv is not None:
-        person_of = persons_from_csv(person_csv, person_column, files)
-    else:
-        person_of = persons_from_folders(files)
+    person_of = _persons([r["file"] for r in rows], person_csv, person_column)
     if not person_of:
         raise UserError(
             f"predictions: every image sits directly in {source}, so there is no person folder to vote over; "
             "pass --person-csv FILE.csv --person-column COL, or --no-vote for per-image labels only"
         )
-    votes = person_vote(rows, person_of, min_confidence)
-    return write_predictions(rows, path, min_confidence, vote=votes, person_of=person_of)
+    return _voted(rows, path, min_confidence, person_of)
+
+
+def scored_predictions(scored: ScoredSet, classifiers: Sequence[Any], path: str | os.PathLike,
+                       min_confidence: float = 0.0, person_csv: Optional[str | os.PathLike] = None,
+                       person_column: Optional[str] = None, images: Optional[str | os.PathLike] = None,
+                       vote: bool = True) -> dict[str, Any]:
+    """``predictions.csv`` of ``mtf-classify score --predictions``, from the probabilities
+    already computed (:func:`rows_from_scored`, no second pass), with a per-person vote
+    when a person is known: ``person_column`` of ``person_csv`` (with ``person_column``
+    alone, the ``attributes.csv`` of the ``images`` folder), else the first folder level;
+    images without any person get per-image columns only. Returns the counts of
+    :func:`write_predictions`.
+    """
+    if person_column and person_csv is None:
+        csv_guess = Path(images) / "attributes.csv" if images is not None else None
+        if csv_guess is None or not csv_guess.is_file():
+            raise UserError(f"--person-column {person_column} needs --person-csv FILE.csv holding that column "
+                            f"(the images folder has no attributes.csv)")
+        person_csv = csv_guess
+    rows = rows_from_scored(scored, classifiers)
+    if not vote:
+        return write_predictions(rows, path, min_confidence)
+    person_of = _persons([r["file"] for r in rows], person_csv, person_column)
+    if person_of:
+        return _voted(rows, path, min_confidence, person_of)
+    return write_predictions(rows, path, min_confidence)

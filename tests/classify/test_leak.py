@@ -1,4 +1,4 @@
-"""Memorization and identity-leak checks (classify/leak.py, issue 7 items 4 and 5)."""
+"""Memorization and identity-leak checks (classify/leak.py; their figures: classify/plots.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,16 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
+from classify.classifier import pixel_features
 from classify.leak import (
     calibrate_threshold,
     identity_calibration,
     identity_leak,
     memorization,
     nearest_neighbours,
-    pixel_features,
-    plot_closest_pairs,
-    plot_leaks,
 )
+from classify.plots import plot_closest_pairs, plot_leaks
 from gan.util import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +29,7 @@ FR_PEOPLE, FR_PER_PERSON, FR_EPOCHS = 16, 30, 30
 
 
 def _images(folder_or_archive: Path) -> tuple[list[str], list[torch.Tensor]]:
-    from classify.score import iter_image_source
+    from classify.classifier import iter_image_source
 
     names, imgs = zip(*iter_image_source(folder_or_archive))
     return list(names), list(imgs)
@@ -52,7 +51,7 @@ def _render(people: int, per_person: int, seed: int) -> list[torch.Tensor]:
 def face_classifier(tmp_path_factory):
     """A face-recognition classifier on its own curated tree: ``(Classifier, tree)``."""
     from classify import train as T
-    from classify.score import load_classifier
+    from classify.classifier import load_classifier
     from gan.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("leak")

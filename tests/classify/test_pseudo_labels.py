@@ -1,4 +1,4 @@
-"""Pseudo-labels for the non-curated set (classify/pseudo_labels.py, issue 7 item 6)."""
+"""Pseudo-labels for the non-curated set (classify/pseudo_labels.py)."""
 from __future__ import annotations
 
 import csv
@@ -42,7 +42,7 @@ def _read(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def age_classifier(tmp_path_factory):
     from classify import train as T
-    from classify.score import load_classifier
+    from classify.classifier import load_classifier
     from gan.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("age")
@@ -100,8 +100,8 @@ def test_write_predictions_blanks_uncertain_labels_drops_empty_rows_and_counts(t
 
 def test_predictions_feed_prepare_and_the_vote_matches_true_attributes(
         synthetic_noncurated, trained_classifiers, age_classifier, tmp_path):
-    from classify.score import load_classifier
-    from gan.dataset import prepare
+    from classify.classifier import load_classifier
+    from gan.prepare import prepare
 
     tree = synthetic_noncurated
     clfs = [load_classifier(trained_classifiers["gender"]), age_classifier]

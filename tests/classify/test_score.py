@@ -1,5 +1,5 @@
 """``classify.score.score`` and ``mtf-classify score``: attribute shares, BBSE, conditional
-consistency, the report files and the user errors.
+consistency, the report files and the user errors (the numbers alone: ``test_shift.py``).
 
 The classifiers and the conditional demo GAN are the session fixtures of ``conftest.py``
 (tiny CNNs on ``synthetic_curated``; the demo preset on ``prepared_archive``, conditional
@@ -26,43 +26,12 @@ from tests._settings import CURATED_PEOPLE, SYNTH_RES
 TASKS4 = ("gender", "race", "age", "face_recognition")
 
 
-# ---------------------------------------------------------------------------- pure numbers
-
-
-def test_bbse_recovers_the_true_shares_under_label_shift():
-    cm = np.array([[70, 30], [10, 90]])  # P(pred | true) = [[.7, .3], [.1, .9]]: raw share 0.58
-    q_true = np.array([0.8, 0.2])
-    mu = (cm / cm.sum(1, keepdims=True)).T @ q_true  # what the classifier would report
-    q, info = S.bbse_correct(mu, cm)
-    assert info["method"] == "solve"
-    np.testing.assert_allclose(q, q_true, atol=1e-9)
-    assert abs(mu[0] - 0.8) > 0.1  # the raw share is off; the correction is what fixes it
-
-
-def test_bbse_on_a_singular_confusion_falls_back_to_least_squares_on_the_simplex():
-    cm = np.array([[5, 5, 0], [5, 5, 0], [0, 0, 10]])  # classes 0 and 1 indistinguishable
-    q, info = S.bbse_correct([0.6, 0.1, 0.3], cm)
-    assert info["method"] == "lstsq" and "singular" in info["note"]
-    assert (q >= 0).all() and q.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(q, [0.35, 0.35, 0.3], atol=1e-9)  # the 0.7 of {0, 1} split evenly
-
-
-def test_bbse_clips_negative_solutions_and_keeps_untested_classes():
-    cm = np.array([[8, 2], [0, 0]])  # class 1 has no test images: taken as recognised perfectly
-    q, info = S.bbse_correct([0.9, 0.1], cm)  # exact solution [1.125, -0.125]: outside the simplex
-    assert info["untested_classes"] == 1 and info["clipped"]
-    np.testing.assert_allclose(q, [1.0, 0.0])
-
-
-def test_distances_of_distributions():
-    assert S.total_variation([1, 0], [0, 1]) == pytest.approx(1.0)
-    assert S.total_variation([0.5, 0.5], [0.5, 0.5]) == 0.0
-    assert S.kl_divergence([0.3, 0.7], [0.3, 0.7]) == pytest.approx(0.0)
-    dropped = S.kl_divergence([0.5, 0.5], S.smoothed([1.0, 0.0], 100))
-    assert np.isfinite(dropped) and dropped > 1.0  # a dropped class: large, not infinite
-
-
 # ---------------------------------------------------------------------------- helpers
+
+
+def _score(outdir, classifiers, **options):
+    """:func:`classify.score.score` with :class:`ScoreOptions` of these fields, silently."""
+    return S.score(S.ScoreOptions(outdir, classifiers, **options), echo=lambda s: None)
 
 
 def _write_faces(folder: Path, people, per_person: int, seed0: int) -> None:
@@ -93,8 +62,7 @@ def test_gender_share_of_an_80_20_folder_is_recovered(tmp_path, trained_classifi
     _write_faces(gen / "men", men, 40 // len(men), seed0=60_000)
     _write_faces(ref, people, 100 // len(people) + 1, seed0=70_000)
 
-    rep = S.score(tmp_path / "report", [trained_classifiers["gender"]], images=gen, reference=ref,
-                  memorization=False, echo=lambda s: None)
+    rep = _score(tmp_path / "report", [trained_classifiers["gender"]], images=gen, reference=ref, memorization=False)
     t = rep["tasks"]["gender"]
     female = t["classes"].index("Female")
     raw = t["generated"]["share"][female]
@@ -177,8 +145,8 @@ def test_predictions_csv_has_one_row_per_generated_face(scored_demo):
 
 
 def test_class_option_conditions_every_face(tmp_path, demo_run, trained_classifiers, one_thread):
-    rep = S.score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=12,
-                  class_name="male", echo=lambda s: None)
+    rep = _score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=12,
+                 class_name="male")
     c = rep["consistency"]
     assert c["conditions"] == ["Male"] and c["counts"] == [12]
     # Without a face-recognition classifier, memorization searches downsampled pixels.
@@ -188,8 +156,7 @@ def test_class_option_conditions_every_face(tmp_path, demo_run, trained_classifi
 
 def test_images_with_predictions_need_no_reference(tmp_path, synthetic_noncurated, trained_classifiers, one_thread):
     preds = tmp_path / "preds.csv"
-    rep = S.score(tmp_path / "r", [trained_classifiers["gender"]], images=synthetic_noncurated, predictions=preds,
-                  echo=lambda s: None)
+    rep = _score(tmp_path / "r", [trained_classifiers["gender"]], images=synthetic_noncurated, predictions=preds)
     assert rep["reference"] is None and rep["tasks"]["gender"]["tv"] is None
     assert rep["predictions"]["images"] == rep["generated"]["num"] == 96
     with open(preds, newline="") as fh:
@@ -210,8 +177,8 @@ def _retasked(src: Path, dest: Path, **changes) -> Path:
 
 def test_unknown_class_name_lists_the_valid_ones(tmp_path, demo_run, trained_classifiers):
     with pytest.raises(UserError, match=r"--class Alien.*Female.*Male"):
-        S.score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=4,
-                class_name="Alien", echo=lambda s: None)
+        _score(tmp_path / "r", [trained_classifiers["gender"]], network=demo_run["checkpoint"], num=4,
+               class_name="Alien")
     assert not (tmp_path / "r").exists()  # nothing written
 
 
@@ -219,17 +186,16 @@ def test_classifier_of_another_task_set_is_refused(tmp_path, trained_classifiers
     src = trained_classifiers["gender"]
     bad_task = _retasked(src, tmp_path / "emotion" / "best.pt", task="emotion")
     with pytest.raises(UserError, match=r"emotion.*gender, race, age, face_recognition"):
-        S.score(tmp_path / "r", [bad_task], images=tmp_path, reference=tmp_path, echo=lambda s: None)
+        _score(tmp_path / "r", [bad_task], images=tmp_path, reference=tmp_path)
     bad_classes = _retasked(src, tmp_path / "pets" / "best.pt", classes=["cat", "dog"])
     with pytest.raises(UserError, match=r"cat, dog.*Female, Male.*another task set"):
-        S.score(tmp_path / "r", [bad_classes], images=tmp_path, reference=tmp_path, echo=lambda s: None)
+        _score(tmp_path / "r", [bad_classes], images=tmp_path, reference=tmp_path)
 
 
 def test_two_classifiers_for_one_task_are_refused(tmp_path, trained_classifiers):
     twin = _retasked(trained_classifiers["gender"], tmp_path / "twin" / "best.pt")
     with pytest.raises(UserError, match="two classifiers for task gender"):
-        S.score(tmp_path / "r", [trained_classifiers["gender"], twin], images=tmp_path, reference=tmp_path,
-                echo=lambda s: None)
+        _score(tmp_path / "r", [trained_classifiers["gender"], twin], images=tmp_path, reference=tmp_path)
 
 
 def test_empty_image_folder_and_missing_reference_are_clear_errors(tmp_path, trained_classifiers):
@@ -237,9 +203,9 @@ def test_empty_image_folder_and_missing_reference_are_clear_errors(tmp_path, tra
     (empty / "sub").mkdir(parents=True)
     (empty / "notes.txt").write_text("not an image")
     with pytest.raises(UserError, match=r"--images .*empty: no images"):
-        S.score(tmp_path / "r", [trained_classifiers["gender"]], images=empty, reference=empty, echo=lambda s: None)
+        _score(tmp_path / "r", [trained_classifiers["gender"]], images=empty, reference=empty)
     with pytest.raises(UserError, match="--images needs --reference"):
-        S.score(tmp_path / "r", [trained_classifiers["gender"]], images=empty, echo=lambda s: None)
+        _score(tmp_path / "r", [trained_classifiers["gender"]], images=empty)
 
 
 def test_cli_refuses_a_non_empty_outdir(tmp_path, trained_classifiers):
