@@ -434,7 +434,7 @@ def report_tick(run: Run, mon: monitor.Monitor, clock: _Clock, device: torch.dev
         monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
         torch.cuda.reset_peak_memory_stats(device)
     if dist.world_size() > 1:  # the monitor's per-name moments, summed over ranks (gan.distributed.reduce_stats)
-        mon._acc = dist.reduce_stats(mon._acc)
+        mon.reduce(dist.reduce_stats)
     stats = {k: v["mean"] for k, v in mon.flush(run.cur_nimg).items()}
 
     def s(name: str) -> str:
