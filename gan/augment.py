@@ -47,13 +47,10 @@ go from 0 to 1 in ``kimg`` (500) thousand real images; target 0.6.
 
 Resampling uses :mod:`gan.ops.upfirdn2d` (``impl`` passes through) for the 2x
 upsampling and downsampling with the orthogonal ``sym6`` wavelet low-pass filter
-(the paper's choice, appendix B) and :func:`grid_sample_reflect` (bilinear, mirrored
-borders) for the warp. Lazy R1 differentiates through the pipe's backward, so every
-step must have a second derivative. ``torch.nn.functional.grid_sample`` does not
-qualify: torch 2.11 with CUDA (which ``setup.cfg`` allows) lacks the derivative of
-``aten::grid_sampler_2d_backward`` and R1 fails there. :func:`grid_sample_reflect`
-gives the same values from floor, ``gather`` and arithmetic, which autograd
-differentiates to any order on every device, using public torch APIs only.
+(the paper's choice, appendix B) and :func:`gan.ops.grid_sample.grid_sample_reflect`
+(bilinear, mirrored borders) for the warp. Lazy R1 differentiates through the pipe's
+backward, so every step must have a second derivative, which that sampler has and
+``torch.nn.functional.grid_sample`` lacks on some supported torch builds.
 """
 
 from __future__ import annotations
@@ -64,18 +61,11 @@ from typing import Callable, Literal, NamedTuple
 
 import torch
 
+from gan.ops.grid_sample import grid_sample_reflect, mirror_index
 from gan.ops.upfirdn2d import setup_filter, upfirdn2d, upsample2d
 
-__all__ = [
-    "AugmentConfig",
-    "AugmentPipe",
-    "AugmentParams",
-    "AugmentTransforms",
-    "AdaController",
-    "PIPES",
-    "grid_sample_reflect",
-    "make_generator",
-]
+__all__ = ["AugmentConfig", "AugmentPipe", "AugmentParams", "AugmentTransforms", "AdaController", "PIPES",
+           "make_generator"]
 
 # Low-pass decomposition filter of the Symlet wavelet with 6 vanishing moments
 # (12 taps; values as tabulated by PyWavelets, ``pywt.Wavelet('sym6').dec_lo``).
@@ -127,7 +117,8 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """How the discriminator's inputs are augmented (``--aug``, ``--p``, ``--target``).
+    """How the discriminator's inputs are augmented: the ``augment:`` keys of a run config
+    (``--config`` YAML, or ``--set augment.mode=fixed --set augment.p=0.2`` on ``mtf-gan train``).
 
     ``mode``: ``ada`` adapts p (starting at ``p``), ``fixed`` keeps ``p``, ``none``
     turns augmentation off. ``target`` is the paper's 0.6 for ``r_t = E[sign(D(real))]``;
@@ -146,10 +137,11 @@ class AugmentConfig:
         if self.mode not in ("ada", "fixed", "none"):
             raise ValueError(f"augment.mode={self.mode!r}; choose ada, fixed or none")
         if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"augment.p={self.p} is not a probability; pass --p between 0 and 1")
+            raise ValueError(f"augment.p={self.p} is not a probability; set augment.p between 0 and 1, "
+                             "e.g. --set augment.p=0.2")
         if self.mode == "none" and self.p != 0.0:
-            raise ValueError(f"augment.p={self.p} has no effect with --aug none; "
-                             "drop --p or use --aug fixed")
+            raise ValueError(f"augment.p={self.p} has no effect with augment.mode=none; "
+                             "drop augment.p or use --set augment.mode=fixed")
         if not 0.0 < self.target < 1.0:
             raise ValueError(f"augment.target={self.target} must lie strictly between 0 and 1 "
                              "(the paper uses 0.6)")
@@ -190,9 +182,6 @@ class AugmentParams:
             raise TypeError("AugmentParams: index with a slice, e.g. params[offset:offset + n]")
         return AugmentParams(self.uniform[index], self.normal[index])
 
-    def to(self, device: torch.device | str) -> "AugmentParams":
-        return AugmentParams(self.uniform.to(device), self.normal.to(device))
-
 
 class AugmentTransforms(NamedTuple):
     """What one batch's parameters mean at a given p and image size.
@@ -221,25 +210,20 @@ def _eye(n: int, size: int, device: torch.device) -> torch.Tensor:
 
 def _translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     m = _eye(tx.shape[0], 3, tx.device)
-    m[:, 0, 2] = tx
-    m[:, 1, 2] = ty
+    m[:, 0, 2], m[:, 1, 2] = tx, ty
     return m  # [N, 3, 3]
 
 
 def _scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
     m = _eye(sx.shape[0], 3, sx.device)
-    m[:, 0, 0] = sx
-    m[:, 1, 1] = sy
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
     return m
 
 
 def _rotate2d(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Counter-clockwise rotation (in x-right/y-up terms) given cos and sin of the angle."""
     m = _eye(cos.shape[0], 3, cos.device)
-    m[:, 0, 0] = cos
-    m[:, 0, 1] = -sin
-    m[:, 1, 0] = sin
-    m[:, 1, 1] = cos
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
     return m
 
 
@@ -255,62 +239,23 @@ def _filter_delay(taps) -> float:
     return float(((h * k).sum() / h.sum() - (len(taps) - 1) / 2) / 2)
 
 
-def _mirror_index(i: torch.Tensor, size: int) -> torch.Tensor:
-    """Fold integer indices into ``[0, size)`` by mirroring about the image edges.
+class _Draws:
+    """One batch's draws by name, in float64: ``U(name)``, ``Z(name)`` and ``gate(name, prob)`` ``[N]``."""
 
-    Symmetric extension (``-1 -> 0``, ``-2 -> 1``, ``size -> size - 1``), the same
-    extension ``grid_sample(padding_mode='reflection', align_corners=False)`` uses, and
-    valid for any distance from the image (it repeats with period ``2 * size``).
-    """
-    i = torch.remainder(i, 2 * size)
-    return torch.where(i >= size, 2 * size - 1 - i, i)
+    def __init__(self, params: AugmentParams):
+        self.u = params.uniform.to(torch.float64)
+        self.z = params.normal.to(torch.float64)
+        self.n = self.u.shape[0]
+        self.device = self.u.device
 
+    def U(self, name: str) -> torch.Tensor:
+        return self.u[:, _U[name]]
 
-def grid_sample_reflect(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling with mirrored borders, in plain differentiable torch ops.
+    def Z(self, name: str) -> torch.Tensor:
+        return self.z[:, _Z[name]]
 
-    Same result as ``F.grid_sample(images, grid, mode='bilinear', padding_mode='reflection',
-    align_corners=False)``: ``images [N, C, H, W]``, ``grid [N, Ho, Wo, 2]`` holding
-    ``(x, y)`` in ``[-1, 1]`` over the pixels' outer edges (values outside mirror back
-    in, at any distance) -> ``[N, C, Ho, Wo]``.
-
-    Why not ``F.grid_sample`` itself: lazy R1 differentiates through the pipe's
-    backward, i.e. needs the derivative of ``aten::grid_sampler_2d_backward``, which
-    torch 2.11 with CUDA does not implement ("derivative for
-    aten::grid_sampler_2d_backward is not implemented"), and we support torch >= 2.11.
-    Built from floor, ``gather`` and arithmetic, autograd differentiates this to any
-    order, in the images and in the grid, on every device and torch version; CPU and
-    GPU run the same code.
-
-    Reflection then bilinear interpolation equals bilinear interpolation of the
-    symmetrically extended image (``... p1 p0 | p0 p1 ... | p[W-1] p[W-2] ...``), so the
-    four integer neighbours are folded back with :func:`_mirror_index` and blended with
-    the usual weights. Coordinates are computed in the grid's dtype (pass float64 for
-    exact pixel positions); the weights are then cast to the images' dtype.
-    Memory: four gathered ``[N, C, Ho*Wo]`` tensors and their ``[N, 1, Ho*Wo]`` indices.
-    """
-    assert images.ndim == 4 and grid.ndim == 4 and grid.shape[-1] == 2, (images.shape, grid.shape)
-    assert grid.shape[0] == images.shape[0], (images.shape, grid.shape)
-    N, C, H, W = images.shape
-    _, Ho, Wo, _ = grid.shape
-    # Normalised -> pixel coordinates (align_corners=False: -1 and 1 are the outer edges).
-    px = ((grid[..., 0] + 1) * W - 1) / 2                                  # [N, Ho, Wo]
-    py = ((grid[..., 1] + 1) * H - 1) / 2
-    x0f, y0f = torch.floor(px), torch.floor(py)
-    fx = (px - x0f).to(images.dtype).reshape(N, 1, Ho * Wo)                # [N, 1, Ho*Wo] in [0, 1)
-    fy = (py - y0f).to(images.dtype).reshape(N, 1, Ho * Wo)
-    x0, y0 = x0f.long(), y0f.long()
-    xs = (_mirror_index(x0, W), _mirror_index(x0 + 1, W))
-    ys = (_mirror_index(y0, H) * W, _mirror_index(y0 + 1, H) * W)
-    flat = images.reshape(N, C, H * W)
-
-    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        index = (yi + xi).reshape(N, 1, Ho * Wo).expand(N, C, Ho * Wo)     # a view, not a copy
-        return flat.gather(2, index)                                       # [N, C, Ho*Wo]
-
-    top = tap(ys[0], xs[0]) * (1 - fx) + tap(ys[0], xs[1]) * fx
-    bottom = tap(ys[1], xs[0]) * (1 - fx) + tap(ys[1], xs[1]) * fx
-    return (top * (1 - fy) + bottom * fy).reshape(N, C, Ho, Wo)
+    def gate(self, name: str, prob: float) -> torch.Tensor:
+        return self.U(name + "_gate") < prob  # [N] bool
 
 
 # ----------------------------------------------------------------------------
@@ -327,9 +272,10 @@ class AugmentPipe(torch.nn.Module):
         xint_max ... saturation_std: strengths, as in the paper (see the module docstring).
         impl: passed to :func:`gan.ops.upfirdn2d` (``'auto'``, ``'ref'``, ``'cpp'``, ``'cuda'``).
 
-    ``pipe.p`` (a float in [0, 1], settable: ``pipe.p = 0.3``) is the overall
-    probability; ``forward(..., p=...)`` overrides it for one call. ``p = 0`` returns
-    the input tensor itself. The pipe is affine in the images for fixed parameters,
+    ``forward`` / ``apply`` / ``transforms`` take the overall probability per call
+    (``p=...``; in training the loss passes :attr:`AdaController.p`, the one owner of p);
+    ``pipe.p`` (a float in [0, 1], settable) is only the default of calls that pass
+    none. ``p = 0`` returns the input tensor itself. The pipe is affine in the images for fixed parameters,
     so gradients reach G to any order. Images are assumed square (90-degree rotations
     of a non-square image are rounded to the pixel grid and mirrored at the borders).
     """
@@ -435,21 +381,15 @@ class AugmentPipe(torch.nn.Module):
         hue, saturation), acting on RGB in the image's [-1, 1] scale.
         """
         p = self._p if p is None else float(p)
-        m = self.mult
-        u = params.uniform.to(torch.float64)
-        z = params.normal.to(torch.float64)
-        n = u.shape[0]
-        dev = u.device
+        d = _Draws(params)
+        G, blit, geom = self._geometry(d, p, height, width)
+        C, color_on = self._colour(d, p)
+        return AugmentTransforms(G, C, blit & ~geom, geom, color_on)
 
-        def U(name: str) -> torch.Tensor:
-            return u[:, _U[name]]
-
-        def Z(name: str) -> torch.Tensor:
-            return z[:, _Z[name]]
-
-        def gate(name: str, prob: float) -> torch.Tensor:
-            return U(name + "_gate") < prob  # [N] bool
-
+    def _geometry(self, d: "_Draws", p: float, height: int, width: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inverse geometric matrices ``[N, 3, 3]`` and the ``[N]`` masks of blit and geom samples."""
+        U, Z, gate, n, dev, m = d.U, d.Z, d.gate, d.n, d.device, self.mult
         G = _eye(n, 3, dev)
         no = torch.zeros(n, dtype=torch.bool, device=dev)
         blit, geom = no.clone(), no.clone()
@@ -492,10 +432,14 @@ class AugmentPipe(torch.nn.Module):
         ty = torch.where(on, Z("xfrac_y") * self.xfrac_std * height, 0.0)
         G = G @ _translate2d(-tx, -ty)
         geom |= on
+        return G, blit, geom
 
+    def _colour(self, d: "_Draws", p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colour matrices ``[N, 4, 4]`` and the ``[N]`` mask of recoloured samples."""
         # -- Colour group (sec. 2.2), on homogeneous RGB; luma axis v = [1, 1, 1] / sqrt(3).
+        U, Z, gate, n, dev, m = d.U, d.Z, d.gate, d.n, d.device, self.mult
         C = _eye(n, 4, dev)
-        color_on = no.clone()
+        color_on = torch.zeros(n, dtype=torch.bool, device=dev)
         v = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64, device=dev) / math.sqrt(3)
         vv = torch.outer(v, v)                                         # [3, 3] projection on luma
         I3 = torch.eye(3, dtype=torch.float64, device=dev)
@@ -531,8 +475,7 @@ class AugmentPipe(torch.nn.Module):
         s = torch.where(on, torch.exp2(Z("saturation") * self.saturation_std), 1.0)
         C = colour(A3=vv + (I3 - vv) * s[:, None, None]) @ C  # scale chroma, keep luma
         color_on |= on
-
-        return AugmentTransforms(G, C, blit & ~geom, geom, color_on)
+        return C, color_on
 
     # ------------------------------------------------------------------ application
     def forward(self, images: torch.Tensor, p: float | None = None,
@@ -596,8 +539,8 @@ class AugmentPipe(torch.nn.Module):
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")                          # [H, W]
         pos = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())])  # [3, H*W]
         src = G @ pos                                                            # [n, 3, H*W]
-        sx = _mirror_index(torch.round(src[:, 0] + (W - 1) / 2).long(), W)
-        sy = _mirror_index(torch.round(src[:, 1] + (H - 1) / 2).long(), H)
+        sx = mirror_index(torch.round(src[:, 0] + (W - 1) / 2).long(), W)
+        sy = mirror_index(torch.round(src[:, 1] + (H - 1) / 2).long(), H)
         flat = (sy * W + sx)[:, None, :].expand(n, C, H * W)                     # [n, C, H*W]
         return x.reshape(n, C, H * W).gather(2, flat).reshape(n, C, H, W)
 
@@ -618,8 +561,8 @@ class AugmentPipe(torch.nn.Module):
         # image; farther out the sampler folds the padded image back (still seamless).
         ey, ex = max(M // 2 + 1, H // 4), max(M // 2 + 1, W // 4)
         r = L // 4 + 1                       # reach of the upsampling filter, in input pixels
-        iy = _mirror_index(torch.arange(-ey - r, H + ey + r, device=x.device), H)
-        ix = _mirror_index(torch.arange(-ex - r, W + ex + r, device=x.device), W)
+        iy = mirror_index(torch.arange(-ey - r, H + ey + r, device=x.device), H)
+        ix = mirror_index(torch.arange(-ex - r, W + ex + r, device=x.device), W)
         xp = x.index_select(2, iy).index_select(3, ix)                     # [n, C, H+2ey+2r, W+2ex+2r]
         up = upsample2d(xp, f, up=2, impl=self.impl)                       # twice that
         up = up[:, :, 2 * r:up.shape[2] - 2 * r, 2 * r:up.shape[3] - 2 * r]  # [n, C, 2H+4ey, 2W+4ex]
@@ -671,11 +614,13 @@ class AugmentPipe(torch.nn.Module):
 class AdaController:
     """Adjusts the augmentation probability from ``r_t = E[sign(D(real))]`` (paper sec. 3).
 
-    Usage, once per training step (``batch`` is the *global* batch size)::
+    It is the one owner of p: the pipe takes p per call, and
+    ``gan.loss.StyleGAN2Loss(..., augment_pipe=pipe, ada=ada)`` passes ``ada.p`` to it, so
+    nothing copies p around. Usage, once per training step (``batch`` is the *global*
+    batch size)::
 
         ada.accumulate(d_real_logits)         # in the Dmain phase, this rank's logits
-        ada.step(batch, all_reduce=fn)        # at the end of the step
-        pipe.p = ada.p
+        ada.step(batch, all_reduce=fn)        # at the end of the step; may move ada.p
 
     The sign statistics are a ``[sum, count]`` float64 tensor on the logits' device (no
     host sync until an adjustment), so a data-parallel trainer passes

@@ -43,6 +43,7 @@ from typing import Mapping
 import torch
 
 from gan.layers import DEFAULT_FILTER
+from gan.networks import DiscriminatorBlock
 from gan.ops import setup_filter
 from gan.util import UserError
 
@@ -170,8 +171,6 @@ def to_published_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
         if name is None:
             raise ConversionError(f"to_published_state_dict: no published name for '{key}'")
         out[name] = value.detach().clone()
-
-    from gan.networks import DiscriminatorBlock  # local: networks imports nothing from here
 
     for path, sub in module.named_modules():
         if "resample_filter" in dict(sub.named_buffers(recurse=False)) or isinstance(sub, DiscriminatorBlock):

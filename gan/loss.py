@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from gan import monitor
+from gan.augment import AdaController, AugmentParams, AugmentPipe
 
 __all__ = ["LossConfig", "StepRandom", "StyleGAN2Loss", "lazy_adam", "nan_to_num_grads", "PHASES"]
 
@@ -150,21 +151,20 @@ class StepRandom:
         return x[self.rank * n:(self.rank + 1) * n].to(self.device)
 
     def randn(self, stream: str, global_shape: list[int]) -> torch.Tensor:
-        """N(0, 1) ``[global_shape[0] // world, *global_shape[1:]]`` (this rank's rows)."""
+        """N(0, 1) drawn for ``global_shape``; this rank's rows of it (``global_shape[0] // world_size``
+        of them, or ``rows``)."""
         return self._rows(torch.randn(global_shape, generator=self.generator(stream)))
 
     def randint(self, stream: str, high: int, global_batch: int) -> torch.Tensor:
-        """Uniform integers in ``[0, high)``, ``[global_batch // world]`` int64 (this rank's rows)."""
+        """Uniform integers in ``[0, high)`` drawn for ``global_batch``; this rank's rows of them (int64)."""
         return self._rows(torch.randint(high, [global_batch], generator=self.generator(stream)))
 
     def uniform_scalar(self, stream: str) -> float:
         """One U[0, 1) float shared by all ranks (e.g. whether to mix styles in this batch)."""
         return float(torch.rand([], generator=self.generator(stream)))
 
-    def augment_params(self, stream: str, global_batch: int):
+    def augment_params(self, stream: str, global_batch: int) -> AugmentParams:
         """This rank's rows of :meth:`gan.augment.AugmentPipe.sample_params` for the global batch."""
-        from gan.augment import AugmentPipe
-
         params = AugmentPipe.sample_params(global_batch, self.generator(stream))
         if self.rows is not None:
             return type(params)(params.uniform[self.rows], params.normal[self.rows])
@@ -173,7 +173,8 @@ class StepRandom:
 
     def noise(self, key: str, n: int, resolution: int) -> torch.Tensor:
         """Noise inputs of one synthesis layer (a :data:`gan.layers.NoiseSource`): N(0, 1)
-        ``[n, 1, R, R]``, this rank's rows of a draw for the global batch ``n * world_size``.
+        ``[n, 1, R, R]``, this rank's rows of a draw for the global batch (``global_batch``
+        rows when ``rows`` is given, else ``n * world_size``).
 
         Drawn on ``device`` with a generator seeded from (seed, cur_nimg, phase, key), so no
         host-to-device copy of full-resolution noise slows a GPU step; the numbers then depend
@@ -199,25 +200,47 @@ class StyleGAN2Loss:
     """Gradients of the four phases for a generator ``G`` and discriminator ``D``.
 
     ``augment_pipe`` (an :class:`gan.augment.AugmentPipe` or None) is applied to every
-    image D sees, real or generated (ADA); its parameters come from :class:`StepRandom`.
-    ``pl_mean`` (a float32 scalar tensor on G's device) is the running mean ``a`` of
-    path lengths, saved in checkpoints.
+    image D sees, real or generated (ADA); its parameters come from :class:`StepRandom`,
+    its probability from ``ada`` (the :class:`gan.augment.AdaController`, the one owner
+    of p; without one, the pipe's own ``p``). ``pl_mean`` (a float32 scalar tensor on
+    G's device) is the running mean ``a`` of path lengths, saved in checkpoints.
 
-    Data-parallel training (:mod:`gan.distributed`) sets two hooks so that each rank's
+    Data-parallel training (:mod:`gan.distributed`) needs two things so that each rank's
     share of a global batch yields what one process computes on all of it:
-    ``pl_batch_mean`` maps this rank's path lengths ``[m]`` to their mean over the
-    global batch (default: their local mean), and ``w_sum`` accumulates ``[sum of w,
-    count]`` of the latents that update ``w_avg`` so the trainer can replace each
-    rank's local ``w_avg`` update with the global one.
+
+    * ``pl_batch_mean`` (an argument of :meth:`accumulate_gradients`) maps this call's
+      detached path lengths ``[m]`` to their mean over the global batch (default: the
+      local mean), and :meth:`pl_penalty` gives each call its exact share of the whole
+      batch's gradient;
+    * ``collect_w=True`` makes every ``w_avg`` update add ``[sum of w, count]`` of its
+      latents to a float64 ``[w_dim + 1]`` sum that :meth:`take_w_sum` hands out, so the
+      trainer can replace each rank's local ``w_avg`` update with the global one.
     """
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: LossConfig,
-                 augment_pipe: Optional[torch.nn.Module] = None, device: torch.device | str = "cpu"):
-        self.G, self.D, self.cfg, self.augment_pipe = G, D, cfg, augment_pipe
+                 augment_pipe: Optional[AugmentPipe] = None, device: torch.device | str = "cpu", *,
+                 ada: Optional[AdaController] = None, collect_w: bool = False):
+        self.G, self.D, self.cfg, self.augment_pipe, self.ada = G, D, cfg, augment_pipe, ada
         self.device = torch.device(device)
         self.pl_mean = torch.zeros([], device=self.device)
+        self.collect_w = collect_w
+        # Set from outside by trainers written before ``pl_batch_mean=`` / ``collect_w``:
+        # still honoured, to be dropped once none does.
         self.pl_batch_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self.w_sum: Optional[torch.Tensor] = None  # float64 [w_dim + 1] when the trainer collects it
+        self.w_sum: Optional[torch.Tensor] = None  # float64 [w_dim + 1] while collecting
+
+    @property
+    def augment_p(self) -> float:
+        """The augmentation probability D's inputs get now: the controller's, else the pipe's."""
+        if self.augment_pipe is None:
+            return 0.0
+        return self.ada.p if self.ada is not None else self.augment_pipe.p
+
+    def take_w_sum(self) -> Optional[torch.Tensor]:
+        """``[sum of w, count]`` (float64 ``[w_dim + 1]``) of the latents that updated ``w_avg``
+        since the last call, and start a new sum; ``None`` when none did (or not ``collect_w``)."""
+        w_sum, self.w_sum = self.w_sum, None
+        return w_sum
 
     # -- forward passes
     def run_G(self, z: torch.Tensor, c: torch.Tensor, rnd: StepRandom, global_batch: int,
@@ -230,9 +253,10 @@ class StyleGAN2Loss:
         """
         G = self.G
         ws = G.mapping(z, c, update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
-        if update_w_avg and self.w_sum is not None:  # ws[:, 0] is the latent w_avg tracks
+        if update_w_avg and (self.collect_w or self.w_sum is not None):  # ws[:, 0] is what w_avg tracks
             w0 = ws[:, 0].detach().to(torch.float64)  # [n, w_dim]
-            self.w_sum += torch.cat([w0.sum(0), w0.new_tensor([float(w0.shape[0])])])
+            moments = torch.cat([w0.sum(0), w0.new_tensor([float(w0.shape[0])])])  # [w_dim + 1]
+            self.w_sum = moments if self.w_sum is None else self.w_sum + moments
         if self.cfg.style_mixing_prob > 0 and rnd.uniform_scalar("mix_gate") < self.cfg.style_mixing_prob:
             num_ws = ws.shape[1]
             cutoff = int(torch.randint(1, num_ws, [], generator=rnd.generator("mix_cutoff"))) if num_ws > 1 else num_ws
@@ -244,10 +268,11 @@ class StyleGAN2Loss:
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor, rnd: StepRandom, stream: str,
               global_batch: int) -> torch.Tensor:
-        """``img`` ``[n, C, R, R]`` -> logits ``[n, 1]``, through the augment pipe when ``p > 0``."""
-        pipe = self.augment_pipe
-        if pipe is not None and pipe.p > 0:
-            img = pipe.apply(img, rnd.augment_params(stream, global_batch))
+        """``img`` ``[n, C, R, R]`` -> logits ``[n, 1]``, through the augment pipe when
+        :attr:`augment_p` ``> 0`` (passed to the pipe, which keeps no p of its own here)."""
+        p = self.augment_p
+        if p > 0:
+            img = self.augment_pipe.apply(img, rnd.augment_params(stream, global_batch), p=p)
         return self.D(img, c)
 
     # -- the phases
@@ -275,9 +300,37 @@ class StyleGAN2Loss:
         (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=create_graph)
         return img, ws, pl_grads.square().sum(2).mean(1).sqrt()  # [m]  |J_w^T y|, averaged over the ws
 
+    def pl_penalty(self, pl_lengths: torch.Tensor,
+                   pl_batch_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """The path-length penalty ``(|J_w^T y| - a')^2`` ``[m]`` with ``a' = a + decay (mean - a)``;
+        moves the running mean :attr:`pl_mean` to ``a'`` (detached).
+
+        As published (StyleGAN2-ADA, ``training/loss.py``), the penalty keeps the graph
+        through the batch mean in ``a'``; only the stored running mean is detached. When
+        this call holds part of the batch (``pl_batch_mean`` gives the global mean), the
+        value is the same and the gradient is this call's exact share of the whole batch's:
+        through ``a'`` the published penalty contributes ``2 (a' - mean) decay d(mean)``,
+        and ``d(mean)`` is the sum over calls of ``d(local sum) / global count``, which the
+        zero-valued term ``2 (a' - mean) decay (local mean - its detached copy)``, averaged
+        over this call's rows and weighted by its share of the batch, gives.
+        """
+        decay = self.cfg.pl_decay
+        if pl_batch_mean is None:  # this call holds the whole batch: the published formula
+            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), decay)
+            self.pl_mean.copy_(pl_mean.detach())
+            return (pl_lengths - pl_mean).square()  # [m]
+        batch_mean = pl_batch_mean(pl_lengths.detach()).detach()
+        pl_mean = self.pl_mean.lerp(batch_mean, decay)
+        self.pl_mean.copy_(pl_mean)
+        local_mean = pl_lengths.mean()
+        through_mean = 2 * (pl_mean - batch_mean) * decay * (local_mean - local_mean.detach())
+        return (pl_lengths - pl_mean).square() + through_mean  # [m]
+
     def accumulate_gradients(self, phase: Phase, real_img: torch.Tensor, real_c: torch.Tensor,
                              label_table: torch.Tensor, rnd: StepRandom, global_batch: int, gain: float = 1.0,
-                             weight: float = 1.0) -> dict[str, torch.Tensor]:
+                             weight: float = 1.0,
+                             pl_batch_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                             ) -> dict[str, torch.Tensor]:
         """Backpropagate the loss of ``phase`` (scaled by ``gain``) into the parameters' ``.grad``.
 
         Args:
@@ -285,12 +338,16 @@ class StyleGAN2Loss:
             real_c: ``[n, c_dim]`` their labels.
             label_table: ``[num_images, c_dim]`` the data set's labels (``[num_images, 0]``
                 when unconditional); generated labels are drawn from its rows.
-            rnd: the step's :class:`StepRandom` for this phase.
-            global_batch: the batch over all ranks (``n * world_size``).
+            rnd: the step's :class:`StepRandom` for this phase (it knows this call's rows).
+            global_batch: the step's batch over all ranks and rounds (``--batch``), not
+                this call's rows; Greg works on ``global_batch // pl_batch_shrink`` of it.
             gain: the lazy-regularization interval for reg phases, 1 otherwise.
             weight: this call's share of the global batch (``rows / global rows``; 1 in a
                 single pass). Losses are means over the call's rows times ``weight``, so
                 the gradients summed over ranks and rounds are those of the global mean.
+            pl_batch_mean: Greg only: maps this call's detached path lengths ``[m]`` to
+                their mean over the global batch (an all-reduce, or a mean measured in a
+                first pass); ``None`` = this call's rows are the whole batch.
 
         Returns the phase's detached loss terms (for the trainer's non-finite guard);
         everything is also sent to :func:`gan.monitor.report`.
@@ -313,11 +370,7 @@ class StyleGAN2Loss:
 
         elif phase == "Greg":
             img, ws, pl_lengths = self.path_lengths(label_table, rnd, global_batch)  # [m, C, R, R], ..., [m]
-            batch_mean = (pl_lengths.mean() if self.pl_batch_mean is None
-                          else self.pl_batch_mean(pl_lengths.detach())).detach()
-            pl_mean = self.pl_mean.lerp(batch_mean, cfg.pl_decay)  # a <- a + decay (mean - a)
-            self.pl_mean.copy_(pl_mean)
-            penalty = (pl_lengths - pl_mean).square()  # [m]
+            penalty = self.pl_penalty(pl_lengths, pl_batch_mean or self.pl_batch_mean)  # [m]
             loss = penalty * cfg.pl_weight
             monitor.report("Loss/G/pl_length", pl_lengths)
             monitor.report("Loss/G/pl_penalty", penalty)
@@ -338,6 +391,7 @@ class StyleGAN2Loss:
             loss_real = F.softplus(-real_logits)  # -log sigmoid(D(x))
             loss_real.mean().mul(gain * weight).backward()
             monitor.report("Loss/scores/fake", gen_logits)
+            monitor.report("Loss/signs/fake", gen_logits.sign())
             monitor.report("Loss/scores/real", real_logits)
             monitor.report("Loss/signs/real", real_logits.sign())
             monitor.report("Loss/D/main", loss_gen + loss_real)

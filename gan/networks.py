@@ -458,12 +458,12 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.out = FullyConnected(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, cmap: Optional[torch.Tensor]) -> torch.Tensor:
-        """``x`` ``[N, C, 4, 4]``, ``cmap`` ``[N, cmap_dim]`` or None -> ``[N, 1]`` float32."""
+        """``x`` ``[N, C, R, R]`` (``R = resolution``, 4), ``cmap`` ``[N, cmap_dim]`` or None -> ``[N, 1]`` float32."""
         check_shape(x, [None, self.in_channels, self.resolution, self.resolution], "DiscriminatorEpilogue x")
         x = x.to(torch.float32)
         if self.mbstd is not None:
-            x = self.mbstd(x)  # [N, C + 1, 4, 4]
-        x = self.conv(x)  # [N, C, 4, 4]
+            x = self.mbstd(x)  # [N, C + mbstd_num_channels, R, R]
+        x = self.conv(x)  # [N, C, R, R]
         x = self.fc(x.flatten(1))  # [N, C]
         x = self.out(x)  # [N, 1] or [N, cmap_dim]
         if self.cmap_dim > 0:

@@ -24,8 +24,10 @@ mismatches. Here:
   (no compiler, no ninja, no nvcc, CUDA version mismatch, empty arch list), warned
   once as :class:`OpsBuildWarning`, and the target is marked failed for the rest of
   the process: every later call takes the reference path without retrying.
-* The first load of the ``cuda`` target on a GPU runs a self-test against ``ref``;
-  a mismatch disables the target loudly.
+* Each op passes its own self-test against ``ref`` (``get_plugin(target,
+  verify=...)``), run on the first load of the ``cuda`` target on a GPU; a mismatch
+  is warned once and sends that op to ``ref``. This module imports no op:
+  :mod:`gan.ops.doctor`, which sits above the ops, runs all their self-tests.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -109,9 +111,14 @@ class BuildError(RuntimeError):
         self.cause, self.fix, self.log = cause, fix, log
 
 
+#: An op's self-test: ``verify(plugin, device)`` -> the cases in which its kernels disagree with ``ref``.
+Verify = Callable[[Any, torch.device], list[str]]
+
 _lock = threading.Lock()
 _plugins: dict[str, Any] = {}
 _failed: dict[str, str] = {}
+#: (target, an op's verify) -> None when it passed, else why it failed.
+_verified: dict[tuple[str, Verify], str | None] = {}
 #: Number of build attempts per target in this process (tests check there is one).
 build_attempts: dict[str, int] = {t: 0 for t in TARGETS}
 
@@ -148,35 +155,52 @@ def choose_impl(op: str, x: torch.Tensor, impl: str, shape_class: str = "any") -
     return "ref"
 
 
-def get_plugin(target: str) -> Any | None:
+def get_plugin(target: str, verify: Verify | None = None) -> Any | None:
     """The loaded extension for ``target``, building it on first use; ``None`` after a failure.
 
     A failure is warned once (:class:`OpsBuildWarning`) and remembered, so the
     callers fall back to ``ref`` without another build attempt.
+
+    ``verify`` is the calling op's own self-test, ``verify(plugin, device)`` -> the
+    cases in which its kernels disagree with its reference (this module knows no op).
+    It runs once per op on the first load of the ``cuda`` target on a GPU; an op
+    whose kernels fail it is warned about once (:func:`parity_error`) and gets
+    ``None`` from then on (it uses its reference), while other ops keep the target.
     """
     plugin = _plugins.get(target)
-    if plugin is not None:
-        return plugin
-    if target in _failed:
-        return None
-    with _lock:
-        if target in _plugins:
-            return _plugins[target]
+    if plugin is None:
         if target in _failed:
             return None
-        try:
-            plugin = build(target)
-            if target == "cuda" and torch.cuda.is_available():
-                self_test(plugin, device=torch.device("cuda"))
-        except BuildError as exc:
-            _failed[target] = str(exc)
-            warnings.warn(
-                f"gan.ops: the {target} kernels are unavailable: {exc.cause} Fix: {exc.fix} "
-                "Using the reference ops (plain torch, slower) for the rest of this process.",
-                OpsBuildWarning, stacklevel=3)
+        with _lock:
+            if target not in _plugins and target not in _failed:
+                try:
+                    _plugins[target] = build(target)
+                except BuildError as exc:
+                    _failed[target] = str(exc)
+                    warnings.warn(_fallback_message(f"the {target} kernels are unavailable", exc),
+                                  OpsBuildWarning, stacklevel=3)
+            plugin = _plugins.get(target)
+        if plugin is None:
             return None
-        _plugins[target] = plugin
+    if verify is None or target != "cuda" or not torch.cuda.is_available():
         return plugin
+    key = (target, verify)
+    if key not in _verified:
+        with _lock:
+            if key not in _verified:
+                device = torch.device("cuda")
+                bad = verify(plugin, device)
+                exc = parity_error(device, bad) if bad else None
+                _verified[key] = None if exc is None else str(exc)
+                if exc is not None:
+                    warnings.warn(_fallback_message(f"the {target} kernels failed their self-test", exc),
+                                  OpsBuildWarning, stacklevel=3)
+    return plugin if _verified[key] is None else None
+
+
+def _fallback_message(what: str, exc: BuildError) -> str:
+    return (f"gan.ops: {what}: {exc.cause} Fix: {exc.fix} "
+            "Using the reference ops (plain torch, slower) for the rest of this process.")
 
 
 def failure(target: str) -> str | None:
@@ -184,13 +208,20 @@ def failure(target: str) -> str | None:
     return _failed.get(target)
 
 
-def reset() -> None:
-    """Forget loaded and failed targets (for tests and ``mtf-gan doctor``)."""
-    with _lock:
-        _plugins.clear()
-        _failed.clear()
-        for t in TARGETS:
-            build_attempts[t] = 0
+def self_test_inputs(device: torch.device, dtype: torch.dtype = torch.float32
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The small inputs every op's self-test uses: ``x [2, 5, 9, 7]``, ``b [5]`` and the tolerance."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn([2, 5, 9, 7], generator=g).to(device=device, dtype=dtype)
+    b = torch.randn([5], generator=g).to(device=device, dtype=dtype)
+    tol = dict(rtol=1e-3, atol=1e-3) if dtype != torch.float16 else dict(rtol=2e-2, atol=2e-2)
+    return x, b, tol
+
+
+def parity_error(device: torch.device, bad: list[str]) -> BuildError:
+    """What it means when compiled kernels disagree with ``ref`` on the ``bad`` cases of a self-test."""
+    return BuildError(f"the compiled kernels disagree with the reference on {device}: {', '.join(bad)}.",
+                      "report this with the output of `mtf-gan doctor`; MTF_OPS=ref forces the reference.")
 
 
 # ---------------------------------------------------------------------------- environment
@@ -520,39 +551,6 @@ def build(target: str, verbose: bool = False) -> Any:
                 (build_dir / "build_error.log").write_text(text)
             cause, fix = _diagnose(text, spec)
             raise BuildError(cause, fix, text) from None
-
-
-# ---------------------------------------------------------------------------- self-test
-
-def self_test(plugin: Any, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-    """Compare the compiled ops (through ``plugin``) with ``ref`` on small inputs; :class:`BuildError` on mismatch."""
-    import importlib
-
-    # The modules, not the same-named functions that gan.ops re-exports.
-    ba = importlib.import_module("gan.ops.bias_act")
-    uf = importlib.import_module("gan.ops.upfirdn2d")
-
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn([2, 5, 9, 7], generator=g).to(device=device, dtype=dtype)
-    b = torch.randn([5], generator=g).to(device=device, dtype=dtype)
-    tol = dict(rtol=1e-3, atol=1e-3) if dtype != torch.float16 else dict(rtol=2e-2, atol=2e-2)
-    bad = []
-    for act in ba.activation_funcs:
-        want = ba._bias_act_ref(x, b, act=act, clamp=3.0)
-        spec, alpha, gain, clamp = ba._resolve_params(act, None, None, 3.0)
-        got = ba._bias_act_compiled(1, spec, alpha, gain, clamp, plugin).apply(x, b)
-        if not torch.allclose(got.float(), want.float(), **tol):
-            bad.append(f"bias_act act={act}")
-    for kw in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=[1, 1, 1, 1]), dict(padding=[1, 2, 2, 1])):
-        for taps in ([1, 3, 3, 1], [1, 2, 3, 4, 5, 4, 3, 2, 1]):
-            f = uf.setup_filter(taps, device=device)
-            want = uf._upfirdn2d_ref(x, f, **kw)
-            got = uf._upfirdn2d_compiled(x, f, kw.get("up", 1), kw.get("down", 1), kw["padding"], False, 1, plugin)
-            if got.shape != want.shape or not torch.allclose(got.float(), want.float(), **tol):
-                bad.append(f"upfirdn2d {kw} taps={len(taps)}")
-    if bad:
-        raise BuildError(f"the compiled kernels disagree with the reference on {device}: {', '.join(bad)}.",
-                         "report this with the output of `mtf-gan doctor`; MTF_OPS=ref forces the reference.")
 
 
 # ---------------------------------------------------------------------------- nvcc-only check

@@ -7,7 +7,7 @@ CUDA kernels for the bias/activation and resampling ops).
 
 Three implementations sit behind one dispatch point, :func:`bias_act`:
 
-* ``ref``  -- plain torch ops; autograd gives gradients of every order.
+* ``ref``  -- plain torch ops (:func:`bias_act_ref`); autograd gives gradients of every order.
 * ``cpp``  -- a C++ CPU kernel (``bias_act.cpp``) parallelised with ``at::parallel_for``.
 * ``cuda`` -- a CUDA kernel (``bias_act.cu``) with the same per-element math
   (``bias_act.h``), so CPU parity tests also check the GPU formulas.
@@ -15,6 +15,8 @@ Three implementations sit behind one dispatch point, :func:`bias_act`:
 The compiled paths are ``torch.autograd.Function``s whose backward is again built
 from the compiled op (the gradient of ``act`` is a per-element function of ``x`` or
 ``y``), so R1 and path-length regularisation (which differentiate a gradient) work.
+:func:`self_test` checks the kernels against the reference; the build manager runs it
+on the first load of the ``cuda`` target on a GPU, ``mtf-gan doctor`` on every target.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from gan.ops import _build
 
 
 @dataclass(frozen=True)
@@ -108,18 +112,16 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     spec, alpha_, gain_, clamp_ = _resolve_params(act, alpha, gain, clamp)
     if b is not None:
         _check_bias(x, b, dim)
-    from gan.ops import _build  # local import: keeps `import gan.ops` free of build code
-
     chosen = _build.choose_impl("bias_act", x, impl, shape_class=act)
     if chosen != "ref":
-        plugin = _build.get_plugin(chosen)
+        plugin = _build.get_plugin(chosen, verify=self_test)
         if plugin is not None:
             if b is not None and b.dtype != x.dtype:  # same type promotion as `x + b` in ref
                 dtype = torch.result_type(x, b)
                 x, b = x.to(dtype), b.to(dtype)
             dim = dim if b is not None else 0  # dim only places the bias
             return _bias_act_compiled(dim, spec, alpha_, gain_, clamp_, plugin).apply(x, b)
-    return _bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
 def _check_bias(x: torch.Tensor, b: torch.Tensor, dim: int) -> None:
@@ -131,10 +133,10 @@ def _check_bias(x: torch.Tensor, b: torch.Tensor, dim: int) -> None:
         raise ValueError(f"bias_act: b has {b.shape[0]} entries but x.shape[{dim}] = {x.shape[dim]}")
 
 
-def _bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
-                  alpha: float | None = None, gain: float | None = None,
-                  clamp: float | None = None) -> torch.Tensor:
-    """Reference twin in plain torch ops; autograd differentiates it to any order."""
+def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+                 alpha: float | None = None, gain: float | None = None,
+                 clamp: float | None = None) -> torch.Tensor:
+    """Reference twin of :func:`bias_act` in plain torch ops; autograd differentiates it to any order."""
     spec, alpha, gain, clamp = _resolve_params(act, alpha, gain, clamp)
     if b is not None:
         _check_bias(x, b, dim)
@@ -145,6 +147,24 @@ def _bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, 
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def self_test(plugin, device: torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
+    """This op's self-test: the cases in which the compiled kernels of ``plugin`` disagree
+    with :func:`bias_act_ref` for every activation on small inputs; empty when all agree.
+
+    Passed as ``verify`` to :func:`gan.ops._build.get_plugin`; :mod:`gan.ops.doctor` runs it too.
+    """
+    x, b, tol = _build.self_test_inputs(device, dtype)
+    bad = []
+    for act in activation_funcs:
+        want = bias_act_ref(x, b, act=act, clamp=3.0)
+        spec, alpha, gain, clamp = _resolve_params(act, None, None, 3.0)
+        got = _bias_act_compiled(1, spec, alpha, gain, clamp, plugin).apply(x, b)
+        if not torch.allclose(got.float(), want.float(), **tol):
+            bad.append(f"bias_act act={act}")
+    return bad
+
 
 
 _compiled_cache: dict[tuple, type[torch.autograd.Function]] = {}

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from gan.ops import _build
+from gan.ops.bias_act import self_test as bias_act_self_test
+from gan.ops.upfirdn2d import self_test as upfirdn2d_self_test
+from gan.util import ensure_venv_bin_on_path
+
+#: Every op's self-test, in the order its mismatches are listed.
+SELF_TESTS = (bias_act_self_test, upfirdn2d_self_test)
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ def _version_of(cmd: list[str], pattern: str) -> str | None:
 
 def environment_checks() -> list[Check]:
     """Versions and tools: torch, CUDA runtime, nvcc, compiler, ninja, GPU, arch list, cache."""
-    _build.ensure_venv_bin_on_path()
+    ensure_venv_bin_on_path()
     checks = [Check("torch", "INFO", torch.__version__)]
     checks.append(Check("CUDA runtime (torch)", "INFO", torch.version.cuda or "none (CPU-only torch build)"))
     cuda_home = _build.find_cuda_home()
@@ -89,6 +95,13 @@ def environment_checks() -> list[Check]:
     return checks
 
 
+def self_test(plugin, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    """Every op's self-test on ``plugin``; one :class:`gan.ops._build.BuildError` naming all mismatches."""
+    bad = [case for test in SELF_TESTS for case in test(plugin, device, dtype)]
+    if bad:
+        raise _build.parity_error(device, bad)
+
+
 def target_checks(target: str) -> list[Check]:
     """Build ``target`` (or load it from the cache) and run the parity self-test where it can run."""
     if target == "cuda" and torch.version.cuda is None:
@@ -116,7 +129,7 @@ def target_checks(target: str) -> list[Check]:
     dtypes = (torch.float32, torch.float16) if target == "cuda" else (torch.float32, torch.float64)
     for dtype in dtypes:
         try:
-            _build.self_test(plugin, device=device, dtype=dtype)
+            self_test(plugin, device=device, dtype=dtype)
             checks.append(Check(f"{target} parity {str(dtype).split('.')[-1]}", "OK",
                                 "bias_act (9 activations) and upfirdn2d (up/down/filter) match ref"))
         except _build.BuildError as exc:

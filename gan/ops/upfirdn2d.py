@@ -13,10 +13,12 @@ ported from there gives the same outputs:
    flipped filter, unless ``flip_filter``), keeping only fully-overlapping outputs;
 4. keep every ``down``-th pixel.
 
-Implementations: ``ref`` (plain torch: reshape, ``F.pad``, depthwise ``F.conv2d``),
-``cpp`` and ``cuda`` (``upfirdn2d.cpp`` / ``upfirdn2d.cu`` sharing ``upfirdn2d.h``).
-The gradient of upfirdn2d is again an upfirdn2d (up and down swapped, filter flipped,
-padding mirrored), so the compiled paths differentiate to any order.
+Implementations: ``ref`` (:func:`upfirdn2d_ref`, plain torch: reshape, ``F.pad``,
+depthwise ``F.conv2d``), ``cpp`` and ``cuda`` (``upfirdn2d.cpp`` / ``upfirdn2d.cu`` sharing
+``upfirdn2d.h``). The gradient of upfirdn2d is again an upfirdn2d (up and down swapped,
+filter flipped, padding mirrored), so the compiled paths differentiate to any order.
+:func:`self_test` checks the kernels against the reference; the build manager runs it
+on the first load of the ``cuda`` target on a GPU, ``mtf-gan doctor`` on every target.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from gan.ops import _build
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
 
@@ -128,14 +132,12 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] =
     assert isinstance(x, torch.Tensor)
     if impl not in IMPLS:
         raise ValueError(f"upfirdn2d: impl={impl!r}; choose one of {IMPLS}")
-    from gan.ops import _build  # local import: keeps `import gan.ops` free of build code
-
     chosen = _build.choose_impl("upfirdn2d", x, impl, shape_class=_shape_class(x, f, up, down))
     if chosen != "ref":
-        plugin = _build.get_plugin(chosen)
+        plugin = _build.get_plugin(chosen, verify=self_test)
         if plugin is not None:
-            return _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain, plugin)
-    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+            return upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain, plugin)
+    return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
 def _shape_class(x, f, up, down) -> str:
@@ -147,9 +149,9 @@ def _shape_class(x, f, up, down) -> str:
     return "filter"
 
 
-def _upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
-                   flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
-    """Reference twin in plain torch ops (reshape, pad, depthwise conv2d, strided slice)."""
+def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
+                  flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    """Reference twin of :func:`upfirdn2d` in plain torch ops (reshape, pad, depthwise conv2d, strided slice)."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4, "upfirdn2d: x must be [N, C, H, W]"
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
@@ -185,9 +187,10 @@ def _upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, paddin
     return x[:, :, ::downy, ::downx]
 
 
-def _upfirdn2d_compiled(x: torch.Tensor, f: torch.Tensor | None, up, down, padding, flip_filter: bool,
-                        gain: float, plugin) -> torch.Tensor:
-    """Run the compiled kernels of ``plugin`` with the reference's semantics."""
+def upfirdn2d_compiled(x: torch.Tensor, f: torch.Tensor | None, up, down, padding, flip_filter: bool,
+                       gain: float, plugin) -> torch.Tensor:
+    """Run the compiled kernels of ``plugin`` (any object with the extension's ``upfirdn2d``)
+    with the reference's semantics; what :func:`upfirdn2d` calls once it has chosen a plugin."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4, "upfirdn2d: x must be [N, C, H, W]"
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
@@ -195,6 +198,25 @@ def _upfirdn2d_compiled(x: torch.Tensor, f: torch.Tensor | None, up, down, paddi
     assert not f.requires_grad, "upfirdn2d: gradients with respect to the filter are not supported"
     params = (*_parse_scaling(up), *_parse_scaling(down), *_parse_padding(padding), bool(flip_filter), float(gain))
     return _Upfirdn2dCompiled.apply(x, f, params, plugin)
+
+
+def self_test(plugin, device: torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
+    """This op's self-test: the cases in which the compiled kernels of ``plugin`` disagree
+    with :func:`upfirdn2d_ref` (up, down, filter; 4 and 9 taps) on small inputs; empty when all agree.
+
+    Passed as ``verify`` to :func:`gan.ops._build.get_plugin`; :mod:`gan.ops.doctor` runs it too.
+    """
+    x, _, tol = _build.self_test_inputs(device, dtype)
+    bad = []
+    for kw in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=[1, 1, 1, 1]), dict(padding=[1, 2, 2, 1])):
+        for taps in ([1, 3, 3, 1], [1, 2, 3, 4, 5, 4, 3, 2, 1]):
+            f = setup_filter(taps, device=device)
+            want = upfirdn2d_ref(x, f, **kw)
+            got = upfirdn2d_compiled(x, f, kw.get("up", 1), kw.get("down", 1), kw["padding"], False, 1, plugin)
+            if got.shape != want.shape or not torch.allclose(got.float(), want.float(), **tol):
+                bad.append(f"upfirdn2d {kw} taps={len(taps)}")
+    return bad
+
 
 
 class _Upfirdn2dCompiled(torch.autograd.Function):

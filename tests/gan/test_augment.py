@@ -1,6 +1,6 @@
 """The ADA augmentation pipe (gan/augment.py): identity at p=0, determinism, rank slicing,
-gradients to second order, the bilinear sampler (parity with grid_sample, any-order
-gradients), non-leaking resampling, colour transforms and the p controller."""
+gradients to second order, non-leaking resampling, colour transforms and the p controller.
+The bilinear sampler it warps with (gan/ops/grid_sample.py) is tested in test_ops.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from gan.augment import PIPES, AdaController, AugmentConfig, AugmentPipe, grid_sample_reflect, make_generator
+from gan.augment import PIPES, AdaController, AugmentConfig, AugmentPipe, make_generator
 from gan.config import ConfigError, from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -177,55 +177,6 @@ def test_r1_graph_through_the_pipe_uses_no_grid_sampler_op():
     names = _autograd_node_names(grad_x.square().sum())
     assert any("Gather" in n or "Scatter" in n for n in names), names  # the warp is in the graph
     assert not [n for n in names if "gridsampler" in n.lower()], names
-
-
-# ---------------------------------------------------------------------------- bilinear sampler
-
-
-def _affine_grids(n: int, out_h: int, out_w: int, reach: float, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """Random affine sampling grids ``[n, out_h, out_w, 2]`` reaching ``reach`` times past the image."""
-    g = torch.Generator().manual_seed(seed)
-    theta = (torch.rand([n, 2, 3], generator=g, dtype=torch.float64) * 2 - 1) * reach  # [n, 2, 3]
-    grid = torch.nn.functional.affine_grid(theta, [n, 1, out_h, out_w], align_corners=False)
-    return grid.to(dtype)
-
-
-@pytest.mark.parametrize("n, c, h, w, out_h, out_w", [
-    (4, 3, 16, 16, 21, 21),   # the pipe's case: square RGB, output larger than input
-    (3, 1, 7, 12, 9, 5),      # grey, non-square in and out
-    (2, 2, 1, 5, 4, 6),       # a single row
-])
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
-def test_grid_sample_reflect_matches_torch_grid_sample(n, c, h, w, out_h, out_w, dtype, atol):
-    x = torch.rand([n, c, h, w], generator=torch.Generator().manual_seed(h), dtype=dtype) * 2 - 1
-    grid = _affine_grids(n, out_h, out_w, reach=3.0, dtype=dtype, seed=w)
-    assert (grid.abs() > 1).any() and (grid.abs() > 2.5).any()         # mirrored once and twice
-    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
-                                               align_corners=False)
-    torch.testing.assert_close(grid_sample_reflect(x, grid), expected, rtol=0, atol=atol)
-
-
-def test_grid_sample_reflect_is_exact_on_pixel_centres_and_mirrors_whole_pixels():
-    x = images(2, res=6)
-    px = torch.arange(-6, 12, dtype=torch.float64)                     # pixel centres, 1 image out each side
-    gx = (2 * px + 1) / 6 - 1                                          # align_corners=False normalisation
-    gy = torch.full_like(gx, (2 * 2 + 1) / 6 - 1)                      # row 2
-    grid = torch.stack([gx, gy], dim=-1).expand(2, 1, len(px), 2)      # [2, 1, 18, 2]
-    row = grid_sample_reflect(x, grid)[:, :, 0]                        # [2, 3, 18]
-    mirrored = torch.cat([x[..., 2, :].flip(-1), x[..., 2, :], x[..., 2, :].flip(-1)], dim=-1)
-    torch.testing.assert_close(row, mirrored, rtol=0, atol=1e-6)
-
-
-def test_grid_sample_reflect_differentiates_to_second_order_in_images_and_grid():
-    """Checked numerically in float64; the grid avoids pixel centres, where bilinear has kinks."""
-    g = torch.Generator().manual_seed(3)
-    x = (torch.rand([2, 2, 4, 5], generator=g, dtype=torch.float64) * 2 - 1).requires_grad_(True)
-    grid = _affine_grids(2, 3, 4, reach=2.5, dtype=torch.float64, seed=4)
-    grid = grid + torch.rand(grid.shape, generator=g, dtype=torch.float64) * 0.1  # off the affine lattice
-    assert (grid.abs() > 1).any()
-    grid.requires_grad_(True)
-    assert torch.autograd.gradcheck(grid_sample_reflect, (x, grid))
-    assert torch.autograd.gradgradcheck(grid_sample_reflect, (x, grid))
 
 
 # ---------------------------------------------------------------------------- non-leaking geometry
@@ -454,7 +405,7 @@ def test_pipe_p_is_settable_validated_and_saved_in_its_state_dict():
 @pytest.mark.parametrize("bad, match", [
     ({"mode": "always"}, "mode"),
     ({"p": 1.2}, "probability"),
-    ({"mode": "none", "p": 0.2}, "--aug fixed"),
+    ({"mode": "none", "p": 0.2}, "--set augment.mode=fixed"),
     ({"target": 1.0}, "target"),
     ({"interval": 0}, "interval"),
 ])

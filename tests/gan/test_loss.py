@@ -7,13 +7,16 @@ numbers worked out by hand rather than against the code itself.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from gan import monitor
+from gan.augment import AdaController, AugmentConfig, AugmentPipe
 from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+from gan.networks import NetworkConfig, build_generator
 
 
 class LinearD(torch.nn.Module):
@@ -108,15 +111,19 @@ def test_synthesis_noise_is_stateless_and_sliced_per_rank():
     assert torch.equal(torch.cat(halves), a)
 
 
-def test_generator_images_do_not_depend_on_the_world_size():
-    from gan.networks import NetworkConfig, build_generator
-
+def _small_generator():
+    """A 16-px generator seeded with 0, its noise strengths 0.5 (noise must matter for the checks)."""
     torch.manual_seed(0)
     G = build_generator(NetworkConfig(z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=8,
                                       num_fp16_res=0))
     for name, p in G.named_parameters():
         if name.endswith("noise_strength"):
-            p.data.fill_(0.5)  # noise must matter for the check to mean anything
+            p.data.fill_(0.5)
+    return G
+
+
+def test_generator_images_do_not_depend_on_the_world_size():
+    G = _small_generator()
     z = torch.randn([4, 8])
     ws = G.mapping(z, None, update_w_avg=False)
     whole = G.synthesis(ws, noise_source=_rnd("Gmain").noise)
@@ -205,3 +212,128 @@ def test_style_mixing_switches_to_a_second_latent_from_a_cutoff():
     no_mix = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0.0))
     _, ws0 = no_mix.run_G(z, None, rnd, 4)
     assert torch.equal(ws0, z[:, None].expand(-1, 6, -1))
+
+
+def _greg_grads(G, cfg, pl_mean0, **kw):
+    """G's gradients from our Greg phase (batch 8, gain 4) and the running mean after it."""
+    loss = StyleGAN2Loss(G, LinearD((3, 16, 16)), cfg)
+    loss.pl_mean.fill_(pl_mean0)
+    G.zero_grad(set_to_none=True)
+    loss.accumulate_gradients("Greg", None, None, torch.zeros([1, 0]), _rnd("Greg", 16), 8, gain=4, **kw)
+    return {n: p.grad.clone() for n, p in G.named_parameters() if p.grad is not None}, loss.pl_mean.clone()
+
+
+def test_greg_gradients_equal_the_published_path_length_penalty():
+    cfg = LossConfig(pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01, style_mixing_prob=0)
+    G = _small_generator()
+    G_pub = copy.deepcopy(G)
+    ours, pl_mean = _greg_grads(G, cfg, 0.3)
+
+    # The published penalty (Karras et al. 2020, StyleGAN2-ADA, training/loss.py), written
+    # out: the running mean moves towards the batch mean *with* its graph, and the penalty
+    # is taken against that value; only the stored mean is detached.
+    rnd, m = _rnd("Greg", 16), 4  # batch 8 shrunk by 2
+    z = rnd.randn("z", [m, G_pub.z_dim])
+    ws = G_pub.mapping(z, torch.zeros([m, 0]))
+    img = G_pub.synthesis(ws, noise_source=rnd.noise)
+    pl_noise = rnd.randn("pl_noise", [m, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
+    (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=True)
+    pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+    pl_mean_new = torch.tensor(0.3).lerp(pl_lengths.mean(), cfg.pl_decay)
+    pl_penalty = (pl_lengths - pl_mean_new).square()
+    pl_mean_detached = torch.tensor(0.3).lerp(pl_lengths.detach().mean(), cfg.pl_decay)
+    (grad_detached,) = torch.autograd.grad(((pl_lengths - pl_mean_detached).square() * cfg.pl_weight).mean() * 4,
+                                           [G_pub.mapping.fc0.weight], retain_graph=True)
+    (img[:, 0, 0, 0] * 0 + pl_penalty * cfg.pl_weight).mean().mul(4).backward()
+
+    torch.testing.assert_close(pl_mean, pl_mean_new.detach())
+    published = {n: p.grad for n, p in G_pub.named_parameters() if p.grad is not None}
+    assert ours.keys() == published.keys()
+    for name, grad in published.items():
+        torch.testing.assert_close(ours[name], grad, rtol=0, atol=1e-6, msg=name)
+
+    # The check can fail: a penalty against the detached mean gives other gradients.
+    assert (grad_detached - published["mapping.fc0.weight"]).abs().max() > 1e-5
+
+
+def test_greg_with_the_global_mean_of_one_process_equals_the_local_mean():
+    cfg = LossConfig(pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01, style_mixing_prob=0)
+    G = _small_generator()
+    G_global = copy.deepcopy(G)
+
+    def global_mean(lengths):  # what the trainer's all-reduce gives with world size 1
+        moments = torch.stack([lengths.sum().double(), lengths.new_tensor(float(lengths.numel()), dtype=torch.float64)])
+        return (moments[0] / moments[1]).to(lengths.dtype)
+
+    local, pl_local = _greg_grads(G, cfg, 0.3)
+    reduced, pl_reduced = _greg_grads(G_global, cfg, 0.3, pl_batch_mean=global_mean)
+    torch.testing.assert_close(pl_reduced, pl_local)
+    assert local.keys() == reduced.keys()
+    for name, grad in local.items():
+        torch.testing.assert_close(reduced[name], grad, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_greg_split_over_calls_with_the_global_mean_sums_to_the_whole_batch_gradients():
+    """As the trainer splits a batch over ranks and rounds: a first pass measures the global mean,
+    then each call sees its rows, weighted by their share, from the same running mean."""
+    cfg = LossConfig(pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01, style_mixing_prob=0)
+    G = _small_generator()
+    G_split = copy.deepcopy(G)
+    whole, pl_whole = _greg_grads(G, cfg, 0.3)  # batch 8 shrunk to 4 rows in one call
+
+    loss = StyleGAN2Loss(G_split, LinearD((3, 16, 16)), cfg)
+    table = torch.zeros([1, 0])
+    parts = [_rnd("Greg", 16, rows=rows, global_batch=4) for rows in ([0, 3, 2], [1])]
+    lengths = [loss.path_lengths(table, rnd, 8, create_graph=False, update_w_avg=False)[2].detach() for rnd in parts]
+    mean = torch.cat(lengths).mean()
+    G_split.zero_grad(set_to_none=True)
+    for rnd in parts:
+        loss.pl_mean.fill_(0.3)  # every call moves the running mean from the same value
+        loss.accumulate_gradients("Greg", None, None, table, rnd, 8, gain=4, weight=len(rnd.rows) / 4,
+                                  pl_batch_mean=lambda lengths: mean)
+    torch.testing.assert_close(loss.pl_mean, pl_whole)
+    for name, grad in whole.items():
+        torch.testing.assert_close(dict(G_split.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-6,
+                                   msg=name)
+
+
+def test_dmain_reports_the_signs_of_fake_logits_as_gmain_does():
+    D, G = LinearD(), LinearG()
+    with torch.no_grad():
+        D.w.zero_()
+        D.b.fill_(-0.3)  # every logit is -0.3: sign -1
+    loss = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0))
+    with monitor.Monitor() as mon:
+        loss.accumulate_gradients("Dmain", torch.zeros([4, 3, 4, 4]), torch.zeros([4, 0]), torch.zeros([1, 0]),
+                                  _rnd("Dmain"), 4)
+        stats = mon.flush(0)
+    assert stats["Loss/signs/fake"]["num"] == 4 and stats["Loss/signs/fake"]["mean"] == -1
+    assert stats["Loss/signs/real"]["mean"] == -1
+
+
+def test_collected_w_sum_is_taken_and_restarted():
+    D, G = LinearD(), LinearG()
+    loss = StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=1.0), collect_w=True)
+    loss.accumulate_gradients("Gmain", None, None, torch.zeros([1, 0]), _rnd("Gmain"), 4)
+    (z1, upd1), (_, upd2) = G.mapping_calls  # the mixing latent does not move w_avg
+    assert upd1 and not upd2
+    w_sum = loss.take_w_sum()
+    torch.testing.assert_close(w_sum, torch.cat([z1.double().sum(0), torch.tensor([4.0], dtype=torch.float64)]))
+    assert loss.take_w_sum() is None  # taken: a new sum starts
+    assert StyleGAN2Loss(G, D, LossConfig()).take_w_sum() is None  # not collecting
+
+
+def test_the_ada_controller_sets_the_probability_d_inputs_are_augmented_with():
+    D, G = LinearD(), LinearG()
+    pipe = AugmentPipe(impl="ref")  # its own p stays 0
+    ada = AdaController(AugmentConfig(mode="fixed", p=0.0))
+    loss = StyleGAN2Loss(G, D, LossConfig(), augment_pipe=pipe, ada=ada)
+    img = torch.rand([4, 3, 4, 4]) * 2 - 1
+    rnd = _rnd("Dmain")
+    plain = D(img, None)
+    assert loss.augment_p == 0 and torch.equal(loss.run_D(img, None, rnd, "aug_real", 4), plain)
+    ada.p = 1.0
+    assert loss.augment_p == 1.0 and pipe.p == 0
+    want = D(pipe.apply(img, rnd.augment_params("aug_real", 4), p=1.0), None)
+    torch.testing.assert_close(loss.run_D(img, None, rnd, "aug_real", 4), want)
+    assert not torch.allclose(want, plain)

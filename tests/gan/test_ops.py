@@ -1,4 +1,5 @@
-"""Parity of the compiled ops with their reference twins (values, 1st and 2nd order gradients).
+"""Parity of the compiled ops with their reference twins (values, 1st and 2nd order gradients),
+and the plain-torch bilinear sampler (gan/ops/grid_sample.py) against ``F.grid_sample``.
 
 The grids are pairwise-covering: every value of every parameter meets every value of
 every other parameter in at least one case, which finds the interaction bugs (a
@@ -19,8 +20,11 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from gan.ops import _build, activation_funcs, bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
-from gan.ops.bias_act import _bias_act_ref
-from gan.ops.upfirdn2d import _upfirdn2d_compiled, _upfirdn2d_ref
+from gan.ops.bias_act import bias_act_ref
+from gan.ops.grid_sample import grid_sample_reflect
+from gan.ops.bias_act import self_test as bias_act_self_test
+from gan.ops.upfirdn2d import self_test as upfirdn2d_self_test
+from gan.ops.upfirdn2d import upfirdn2d_compiled, upfirdn2d_ref
 
 
 # ---------------------------------------------------------------------------- grid helper
@@ -143,13 +147,13 @@ def _check_bias_act(case, impl, device, dtypes):
     for dtype in dtypes:
         x, b, kw = _bias_act_inputs(case, dtype, device)
         got = bias_act(x, b, impl=impl, **kw)
-        want = _bias_act_ref(x, b, **kw)
+        want = bias_act_ref(x, b, **kw)
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got, want, **DTYPE_TOL[dtype])
     x, b, kw = _bias_act_inputs(case, torch.float64, device, seed=1)
     inputs = (x,) if b is None else (x, b)
     fn_impl = lambda x, b=None: bias_act(x, b, impl=impl, **kw)  # noqa: E731
-    fn_ref = lambda x, b=None: _bias_act_ref(x, b, **kw)  # noqa: E731
+    fn_ref = lambda x, b=None: bias_act_ref(x, b, **kw)  # noqa: E731
     _check_grads(fn_impl, fn_ref, inputs)
     ins = [t.detach().clone().requires_grad_(True) for t in inputs]
     assert gradcheck(fn_impl, ins, fast_mode=True)
@@ -233,21 +237,21 @@ class _PixelwisePlugin:
 
 
 def _check_upfirdn2d(case, impl, device, dtypes, plugin=None):
-    """``impl`` through the public op, or through ``_upfirdn2d_compiled`` with ``plugin`` if given."""
+    """``impl`` through the public op, or through ``upfirdn2d_compiled`` with ``plugin`` if given."""
     def run(x, f, **kw):
         if plugin is None:
             return upfirdn2d(x, f, impl=impl, **kw)
-        return _upfirdn2d_compiled(x, f, kw["up"], kw["down"], kw["padding"], kw["flip_filter"], kw["gain"], plugin)
+        return upfirdn2d_compiled(x, f, kw["up"], kw["down"], kw["padding"], kw["flip_filter"], kw["gain"], plugin)
 
     for dtype in dtypes:
         x, f, kw = _upfirdn_inputs(case, dtype, device)
         got = run(x, f, **kw)
-        want = _upfirdn2d_ref(x, f, **kw)
+        want = upfirdn2d_ref(x, f, **kw)
         assert got.shape == want.shape and got.dtype == want.dtype
         torch.testing.assert_close(got, want, **DTYPE_TOL[dtype])
     x, f, kw = _upfirdn_inputs(case, torch.float64, device, seed=1)
     fn_impl = lambda x: run(x, f, **kw)  # noqa: E731
-    _check_grads(fn_impl, lambda x: _upfirdn2d_ref(x, f, **kw), (x,))
+    _check_grads(fn_impl, lambda x: upfirdn2d_ref(x, f, **kw), (x,))
     xg = x.detach().clone().requires_grad_(True)
     assert gradcheck(fn_impl, (xg,), fast_mode=True)
     assert gradgradcheck(fn_impl, (xg,), fast_mode=True)
@@ -299,6 +303,55 @@ def test_upfirdn2d_convolves_rather_than_correlates_unless_flip_filter():
     torch.testing.assert_close(y, f.flip([0, 1]))
 
 
+# ---------------------------------------------------------------------------- grid_sample_reflect (plain torch)
+
+
+def _affine_grids(n: int, out_h: int, out_w: int, reach: float, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Random affine sampling grids ``[n, out_h, out_w, 2]`` reaching ``reach`` times past the image."""
+    g = torch.Generator().manual_seed(seed)
+    theta = (torch.rand([n, 2, 3], generator=g, dtype=torch.float64) * 2 - 1) * reach  # [n, 2, 3]
+    grid = torch.nn.functional.affine_grid(theta, [n, 1, out_h, out_w], align_corners=False)
+    return grid.to(dtype)
+
+
+@pytest.mark.parametrize("n, c, h, w, out_h, out_w", [
+    (4, 3, 16, 16, 21, 21),   # the pipe's case: square RGB, output larger than input
+    (3, 1, 7, 12, 9, 5),      # grey, non-square in and out
+    (2, 2, 1, 5, 4, 6),       # a single row
+])
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_grid_sample_reflect_matches_torch_grid_sample(n, c, h, w, out_h, out_w, dtype, atol):
+    x = torch.rand([n, c, h, w], generator=torch.Generator().manual_seed(h), dtype=dtype) * 2 - 1
+    grid = _affine_grids(n, out_h, out_w, reach=3.0, dtype=dtype, seed=w)
+    assert (grid.abs() > 1).any() and (grid.abs() > 2.5).any()         # mirrored once and twice
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                                               align_corners=False)
+    torch.testing.assert_close(grid_sample_reflect(x, grid), expected, rtol=0, atol=atol)
+
+
+def test_grid_sample_reflect_is_exact_on_pixel_centres_and_mirrors_whole_pixels():
+    x = torch.rand([2, 3, 6, 6], generator=torch.Generator().manual_seed(0)) * 2 - 1  # [N, C, H, W] in [-1, 1)
+    px = torch.arange(-6, 12, dtype=torch.float64)                     # pixel centres, 1 image out each side
+    gx = (2 * px + 1) / 6 - 1                                          # align_corners=False normalisation
+    gy = torch.full_like(gx, (2 * 2 + 1) / 6 - 1)                      # row 2
+    grid = torch.stack([gx, gy], dim=-1).expand(2, 1, len(px), 2)      # [2, 1, 18, 2]
+    row = grid_sample_reflect(x, grid)[:, :, 0]                        # [2, 3, 18]
+    mirrored = torch.cat([x[..., 2, :].flip(-1), x[..., 2, :], x[..., 2, :].flip(-1)], dim=-1)
+    torch.testing.assert_close(row, mirrored, rtol=0, atol=1e-6)
+
+
+def test_grid_sample_reflect_differentiates_to_second_order_in_images_and_grid():
+    """Checked numerically in float64; the grid avoids pixel centres, where bilinear has kinks."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand([2, 2, 4, 5], generator=g, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    grid = _affine_grids(2, 3, 4, reach=2.5, dtype=torch.float64, seed=4)
+    grid = grid + torch.rand(grid.shape, generator=g, dtype=torch.float64) * 0.1  # off the affine lattice
+    assert (grid.abs() > 1).any()
+    grid.requires_grad_(True)
+    assert torch.autograd.gradcheck(grid_sample_reflect, (x, grid))
+    assert torch.autograd.gradgradcheck(grid_sample_reflect, (x, grid))
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 def test_auto_table_covers_every_activation_and_shape_class():
@@ -309,7 +362,7 @@ def test_auto_table_covers_every_activation_and_shape_class():
 
 def test_auto_follows_the_table_and_mtf_ops_ref_forces_the_reference(monkeypatch):
     seen = []
-    monkeypatch.setattr(_build, "get_plugin", lambda target: seen.append(target))  # None -> ref fallback
+    monkeypatch.setattr(_build, "get_plugin", lambda target, verify=None: seen.append(target))  # None -> ref
     x = torch.randn(1, 2, 4, 4)
     bias_act(x, None, act="lrelu")
     bias_act(x, None, act="tanh")
@@ -350,7 +403,9 @@ def cuda_plugin(ext_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error", _build.OpsBuildWarning)
         plugin = _build.get_plugin("cuda")
-    assert plugin is not None, f"the cuda build failed: {_build.failure('cuda')}"
+        assert plugin is not None, f"the cuda build failed: {_build.failure('cuda')}"
+        for verify in (bias_act_self_test, upfirdn2d_self_test):  # each op's self-test on the GPU passes
+            assert _build.get_plugin("cuda", verify=verify) is plugin
     return plugin
 
 
