@@ -7,7 +7,8 @@ output, a folder, a prepared archive. Here:
 * :class:`Classifier` wraps a ``best.pt`` so that any uint8 ``[3, H, W]`` image goes through
   exactly the transform the classifier was evaluated with, and returns class probabilities
   plus the penultimate features (for nearest-neighbour and identity checks);
-* :func:`iter_image_source` / :func:`source_items` read a folder (recursive) or an archive;
+* :func:`iter_image_source` / :func:`source_items` read a folder (recursive) or an archive
+  (through :func:`gan.dataset.open_images`);
 * :func:`score_stream` runs several classifiers over a stream of images block by block,
   keeping only what the reports need (:class:`ScoredSet`: probabilities, features, 64-px
   thumbnails), so memory grows with the number of images, not their size;
@@ -37,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.images import list_images, read_rgb, square_resize
+from gan.dataset import is_archive, open_images
+from gan.images import square_resize
 from gan.util import UserError
 
 __all__ = ["Classifier", "load_classifier", "check_classifiers", "match_class", "to_classifier_size", "blocks",
-           "is_archive", "iter_image_source", "source_items", "resolve_recorded", "pixel_features", "ScoredSet",
+           "iter_image_source", "source_items", "resolve_recorded", "pixel_features", "ScoredSet",
            "score_stream", "score_source", "THUMB", "BLOCK"]
 
 #: Side of the thumbnails kept of every scored image (for the sample grids and pair plots).
@@ -213,28 +215,17 @@ def check_classifiers(classifiers: Sequence[Classifier]) -> dict[str, Classifier
 # ---------------------------------------------------------------------------- image sources
 
 
-def is_archive(path: Path) -> bool:
-    """A prepared archive: a ``.zip``, or a folder with ``dataset.json`` (an unzipped one)."""
-    return (path.is_file() and path.suffix.lower() == ".zip") or (path / "dataset.json").is_file()
-
-
 def _open_source(source: str | os.PathLike, option: str = "") -> tuple[list[str], Callable[[int], torch.Tensor]]:
-    """``(names, read)`` of an archive or an image folder (recursive, sorted): ``read(i)`` is
-    image ``i`` as uint8 ``[C, H, W]``; ``names`` are paths relative to the source (posix).
-    ``option`` (``--reference``) prefixes the errors."""
+    """``(names, read)`` of an archive or an image folder (:func:`gan.dataset.open_images`,
+    the one reader of image sources): ``read(i)`` is image ``i`` as uint8 ``[C, H, W]``;
+    ``names`` are paths relative to the source (posix). ``option`` (``--reference``)
+    prefixes the errors."""
     path = Path(source)
-    prefix = f"{option} " if option else ""
-    if not path.exists():
-        raise UserError(f"{prefix}{path}: no such image folder or archive")
-    if is_archive(path):
-        from gan.dataset import ImageDataset
-
-        ds = ImageDataset(path)
-        return list(ds.names), lambda i: torch.as_tensor(np.asarray(ds[i][0]))
-    if path.is_file():
-        raise UserError(f"{prefix}{path}: not a folder or a .zip archive made by `mtf-gan prepare`")
-    files = list_images(path, what=option)
-    return [f.relative_to(path).as_posix() for f in files], lambda i: read_rgb(files[i])
+    if path.is_file() and not is_archive(path):
+        raise UserError(f"{option + ' ' if option else ''}{path}: not a folder or a .zip archive made by "
+                        f"`mtf-gan prepare`")
+    images = open_images(path, what=option)
+    return list(images.names), images.image
 
 
 def iter_image_source(source: str | os.PathLike, num: Optional[int] = None) -> Iterator[tuple[str, torch.Tensor]]:

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from classify import leak, plots, pseudo_labels, report as R, shift
-from classify.classifier import (Classifier, ScoredSet, check_classifiers, is_archive, load_classifier,
-                                 resolve_recorded, score_source, score_stream)
+from classify.classifier import (Classifier, ScoredSet, check_classifiers, load_classifier, resolve_recorded,
+                                 score_source, score_stream)
+from gan.dataset import is_archive
 from gan.distributed import pick_device
 from gan.util import UserError
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from classify.classifier import Classifier, ScoredSet, is_archive, match_class
+from classify.classifier import Classifier, ScoredSet, match_class
+from gan.dataset import is_archive
 from gan.util import UserError
 
 __all__ = ["KL_PSEUDOCOUNT", "BBSE_MAX_CONDITION", "class_shares", "bbse_correct", "total_variation", "smoothed",

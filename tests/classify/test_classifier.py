@@ -76,7 +76,7 @@ def test_image_sources_are_read_in_order_or_sampled_with_a_seed(tmp_path):
     picked, idx, items = source_items(tmp_path, 3, seed=0)
     assert len(picked) == 3 and list(idx) == sorted(idx) and [n for n, _ in items] == picked
     assert source_items(tmp_path, 3, seed=0)[0] == picked  # the same seed, the same subset
-    with pytest.raises(UserError, match="--reference .*: no such image folder or archive"):
+    with pytest.raises(UserError, match="--reference .*: no such archive or folder"):
         source_items(tmp_path / "missing", option="--reference")
     with pytest.raises(UserError, match="not a folder or a .zip archive"):
         source_items(tmp_path / "notes.txt", option="--images")
