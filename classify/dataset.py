@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from gan.images import IMAGE_EXTENSIONS, decode_rgb, square_resize
-from gan.util import UserError, atomic_path, atomic_write_text
+from gan.util import UserError, atomic_path, atomic_write_text, derive_seed
 
 __all__ = [
     "TASKS",
@@ -271,7 +271,7 @@ def carve_val(
     for y in sorted(by_class):
         items = sorted(by_class[y], key=lambda t: str(t[0]))
         n_val = min(max(1, int(round(fraction * len(items)))), len(items) - 1)
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xCA4E, y]))
+        rng = np.random.default_rng(derive_seed(int(seed), 0xCA4E, y))
         chosen = set(rng.permutation(len(items))[:n_val].tolist())
         for i, item in enumerate(items):
             (val if i in chosen else keep).append(item)

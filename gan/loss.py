@@ -35,7 +35,6 @@ noise is too large to copy from the host every step) and sliced per rank.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from typing import Callable, Literal, Optional, Sequence
 
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 
 from gan import monitor
 from gan.augment import AdaController, AugmentParams, AugmentPipe
+from gan.util import derive_seed
 
 __all__ = ["LossConfig", "StepRandom", "StyleGAN2Loss", "lazy_adam", "nan_to_num_grads", "PHASES"]
 
@@ -137,7 +137,7 @@ class StepRandom:
         """A 63-bit seed from a hash of (seed, cur_nimg, phase, stream[, rank]); stable across
         Python processes and versions (unlike ``hash()``)."""
         key = f"{self.seed}/{self.cur_nimg}/{self.phase}/{stream}" + ("" if rank is None else f"/{rank}")
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+        return derive_seed(key) & ((1 << 63) - 1)  # the key's SHA-256, first 8 bytes little-endian
 
     def generator(self, stream: str) -> torch.Generator:
         g = torch.Generator(device="cpu")
@@ -224,10 +224,7 @@ class StyleGAN2Loss:
         self.device = torch.device(device)
         self.pl_mean = torch.zeros([], device=self.device)
         self.collect_w = collect_w
-        # Set from outside by trainers written before ``pl_batch_mean=`` / ``collect_w``:
-        # still honoured, to be dropped once none does.
-        self.pl_batch_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self.w_sum: Optional[torch.Tensor] = None  # float64 [w_dim + 1] while collecting
+        self._w_sum: Optional[torch.Tensor] = None  # float64 [w_dim + 1] while collecting
 
     @property
     def augment_p(self) -> float:
@@ -239,7 +236,7 @@ class StyleGAN2Loss:
     def take_w_sum(self) -> Optional[torch.Tensor]:
         """``[sum of w, count]`` (float64 ``[w_dim + 1]``) of the latents that updated ``w_avg``
         since the last call, and start a new sum; ``None`` when none did (or not ``collect_w``)."""
-        w_sum, self.w_sum = self.w_sum, None
+        w_sum, self._w_sum = self._w_sum, None
         return w_sum
 
     # -- forward passes
@@ -253,10 +250,10 @@ class StyleGAN2Loss:
         """
         G = self.G
         ws = G.mapping(z, c, update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
-        if update_w_avg and (self.collect_w or self.w_sum is not None):  # ws[:, 0] is what w_avg tracks
+        if update_w_avg and self.collect_w:  # ws[:, 0] is what w_avg tracks
             w0 = ws[:, 0].detach().to(torch.float64)  # [n, w_dim]
             moments = torch.cat([w0.sum(0), w0.new_tensor([float(w0.shape[0])])])  # [w_dim + 1]
-            self.w_sum = moments if self.w_sum is None else self.w_sum + moments
+            self._w_sum = moments if self._w_sum is None else self._w_sum + moments
         if self.cfg.style_mixing_prob > 0 and rnd.uniform_scalar("mix_gate") < self.cfg.style_mixing_prob:
             num_ws = ws.shape[1]
             cutoff = int(torch.randint(1, num_ws, [], generator=rnd.generator("mix_cutoff"))) if num_ws > 1 else num_ws
@@ -370,7 +367,7 @@ class StyleGAN2Loss:
 
         elif phase == "Greg":
             img, ws, pl_lengths = self.path_lengths(label_table, rnd, global_batch)  # [m, C, R, R], ..., [m]
-            penalty = self.pl_penalty(pl_lengths, pl_batch_mean or self.pl_batch_mean)  # [m]
+            penalty = self.pl_penalty(pl_lengths, pl_batch_mean)  # [m]
             loss = penalty * cfg.pl_weight
             monitor.report("Loss/G/pl_length", pl_lengths)
             monitor.report("Loss/G/pl_penalty", penalty)

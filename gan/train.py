@@ -138,9 +138,11 @@ class Run:
     tick: int = 0
 
 
-def build(cfg: RunConfig, device: torch.device) -> Run:
+def build(cfg: RunConfig, device: torch.device, collect_w: bool = False) -> Run:
     """Networks (initialisation a function of the seed alone), EMA copy, ADA, loss, the lazy
-    Adam optimizers and the phase list (Karras et al. 2020, StyleGAN2 sec. 3.1 lazy regularization)."""
+    Adam optimizers and the phase list (Karras et al. 2020, StyleGAN2 sec. 3.1 lazy regularization).
+    ``collect_w``: the batch is computed in pieces, so the loss sums the latents that move
+    ``w_avg`` for the trainer to rebuild the global update."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         G = build_generator(cfg.network).train().requires_grad_(False).to(device)
@@ -149,8 +151,8 @@ def build(cfg: RunConfig, device: torch.device) -> Run:
     pipe = None
     if cfg.augment.mode != "none":
         pipe = AugmentPipe.from_config(cfg.augment).train().requires_grad_(False).to(device)
-    ada = AdaController(cfg.augment)
-    loss = StyleGAN2Loss(G, D, cfg.loss, augment_pipe=pipe, device=device)
+    ada = AdaController(cfg.augment)  # owns p: the loss reads it when it augments D's inputs
+    loss = StyleGAN2Loss(G, D, cfg.loss, augment_pipe=pipe, device=device, ada=ada, collect_w=collect_w)
     lc, oc = cfg.loss, cfg.optim
     g_reg = lc.pl_interval if lc.pl_weight > 0 else None
     d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
@@ -301,13 +303,11 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         torch.backends.cudnn.allow_tf32 = t.tf32
     rank0, world = dist.is_rank0(), dist.world_size()
     main_plan, greg_plan = batch_plans(cfg, world, dist.rank())
-    run = build(cfg, device)
+    run = build(cfg, device, collect_w=world > 1 or any(max(p.rounds_per_rank) > 1 for p in (main_plan, greg_plan)))
     _log_setup(cfg, run_dir, device, dataset, run, main_plan)
     if state is not None:
         restore(run, state, device, rank0)
         log.info("resumed from %s at kimg %.3f", resume, run.cur_nimg / 1000)
-    if run.pipe is not None:
-        run.pipe.p = run.ada.p
 
     label_table = (dataset.labels if cfg.data.cond else torch.zeros(len(dataset.names), 0)).to(device)
     grid = _grid_setup(dataset, cfg, device)
@@ -344,8 +344,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         update_ema(run.G_ema, run.G, t, run.cur_nimg)
         run.cur_nimg += t.batch
         run.batch_idx += 1
-        if run.ada.step(t.batch, all_reduce=dist.all_reduce_ if world > 1 else None) and run.pipe is not None:
-            run.pipe.p = run.ada.p
+        run.ada.step(t.batch, all_reduce=dist.all_reduce_ if world > 1 else None)
         bar.update(t.batch)
 
         done = run.cur_nimg >= total_nimg
@@ -522,6 +521,28 @@ def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: 
     return evaluate
 
 
+def _global_pl_mean(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, label_table: torch.Tensor, seed: int,
+                    cur_nimg: int, device: torch.device, batch: int):
+    """``lengths [m] -> mean over the global batch`` for a Greg phase split over ranks or rounds:
+    one all-reduce inside the round when every rank has one round; otherwise a first pass
+    that measures the lengths without a graph."""
+    if max(plan.rounds_per_rank) == 1:
+        def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:  # [m] -> mean over the global batch
+            n = lengths.new_tensor(float(lengths.numel()), dtype=torch.float64)
+            moments = torch.stack([lengths.sum().double(), n])
+            dist.all_reduce_(moments)
+            return (moments[0] / moments[1]).to(lengths.dtype)
+        return pl_batch_mean
+    moments = torch.zeros([2], dtype=torch.float64, device=device)
+    for rows in plan.rounds:
+        rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
+        _, _, lengths = loss.path_lengths(label_table, rnd, batch, create_graph=False, update_w_avg=False)
+        moments += torch.stack([lengths.detach().sum().double(), moments.new_tensor(float(len(rows)))])
+    dist.all_reduce_(moments)
+    mean = (moments[0] / moments[1]).float()
+    return lambda lengths: mean
+
+
 def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: torch.Tensor, real_c: torch.Tensor,
                label_table: torch.Tensor, seed: int, cur_nimg: int, device: torch.device, batch: int,
                ada: AdaController, first_bad: torch.Tensor) -> None:
@@ -529,11 +550,10 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
 
     Each round's loss is weighted by its share of the global batch, so the summed
     gradient is that of the global mean. What one process computes from the whole batch
-    is rebuilt from reduced sums: the path-length mean (one all-reduce inside the round
-    when every rank has one round; otherwise a first pass that measures the lengths)
-    and the ``w_avg`` update (:class:`gan.networks.MappingNetwork` updates it from its
-    own rows; the global mean replaces that). A single process with one round takes
-    none of these detours and computes exactly what it always did.
+    is rebuilt from reduced sums: the path-length mean (:func:`_global_pl_mean`) and the
+    ``w_avg`` update (:class:`gan.networks.MappingNetwork` updates it from its own rows;
+    the global mean replaces that). A single process with one round takes none of these
+    detours and computes exactly what it always did.
     """
     world = dist.world_size()
     split = world > 1 or max(plan.rounds_per_rank) > 1
@@ -541,49 +561,29 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
     w_avg = getattr(mapping, "w_avg", None)
     w_sync = split and w_avg is not None and getattr(mapping, "w_avg_beta", None) is not None
     w0 = w_avg.detach().clone() if w_sync else None
-    loss.w_sum = torch.zeros([w_avg.numel() + 1], dtype=torch.float64, device=device) if w_sync else None
+    loss.take_w_sum()  # start this phase's sum afresh
 
     ph.module.requires_grad_(True)
     ph.opt.zero_grad(set_to_none=True)
-    pl0 = None
+    pl0 = pl_batch_mean = None
     if ph.name == "Greg" and split:
         pl0 = loss.pl_mean.detach().clone()
-        if max(plan.rounds_per_rank) == 1:
-            def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:  # [m] -> mean over the global batch
-                n = lengths.new_tensor(float(lengths.numel()), dtype=torch.float64)
-                moments = torch.stack([lengths.sum().double(), n])
-                dist.all_reduce_(moments)
-                return (moments[0] / moments[1]).to(lengths.dtype)
-        else:
-            moments = torch.zeros([2], dtype=torch.float64, device=device)
-            for rows in plan.rounds:
-                rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
-                _, _, lengths = loss.path_lengths(label_table, rnd, batch, create_graph=False, update_w_avg=False)
-                moments += torch.stack([lengths.detach().sum().double(), moments.new_tensor(float(len(rows)))])
-            dist.all_reduce_(moments)
-            mean = (moments[0] / moments[1]).float()
-
-            def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:
-                return mean
-        loss.pl_batch_mean = pl_batch_mean
-
+        pl_batch_mean = _global_pl_mean(ph, loss, plan, label_table, seed, cur_nimg, device, batch)
     offset = 0
-    try:
-        for rows in plan.rounds:
-            if pl0 is not None:
-                loss.pl_mean.copy_(pl0)  # every round moves pl_mean from the same value, once
-            rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
-            sl = slice(offset, offset + len(rows)) if ph.name != "Greg" else slice(None)
-            offset += len(rows)
-            terms = loss.accumulate_gradients(ph.name, real_img[sl], real_c[sl], label_table, rnd, batch,
-                                              gain=ph.interval, weight=len(rows) / plan.global_batch)
-            real_logits = terms.pop("real_logits", None)
-            if real_logits is not None:
-                ada.accumulate(real_logits)
-            finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
-            first_bad.copy_(torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, cur_nimg), first_bad))
-    finally:
-        loss.pl_batch_mean = None
+    for rows in plan.rounds:
+        if pl0 is not None:
+            loss.pl_mean.copy_(pl0)  # every round moves pl_mean from the same value, once
+        rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
+        sl = slice(offset, offset + len(rows)) if ph.name != "Greg" else slice(None)
+        offset += len(rows)
+        terms = loss.accumulate_gradients(ph.name, real_img[sl], real_c[sl], label_table, rnd, batch,
+                                          gain=ph.interval, weight=len(rows) / plan.global_batch,
+                                          pl_batch_mean=pl_batch_mean)
+        real_logits = terms.pop("real_logits", None)
+        if real_logits is not None:
+            ada.accumulate(real_logits)
+        finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
+        first_bad.copy_(torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, cur_nimg), first_bad))
     ph.module.requires_grad_(False)
     if world > 1:
         dist.all_reduce_grads(ph.module.parameters())
@@ -591,11 +591,13 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
     ph.opt.step()
 
     if w_sync:
-        moments = dist.all_reduce_(loss.w_sum)  # [w_dim + 1]: sum of w, count
+        moments = loss.take_w_sum()
+        if moments is None:
+            moments = torch.zeros([w_avg.numel() + 1], dtype=torch.float64, device=device)
+        moments = dist.all_reduce_(moments)  # [w_dim + 1]: sum of w, count
         if moments[-1] > 0:
             with torch.no_grad():
                 w_avg.copy_((moments[:-1] / moments[-1]).to(w_avg.dtype).lerp(w0, mapping.w_avg_beta))
-        loss.w_sum = None
 
 
 def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:
