@@ -3,15 +3,16 @@ real side cached vs the first.
 
 Cases, on ``--device`` (cpu, or cuda when there is one):
 
-* ``extract``: :func:`gan.metrics.extract_features` over ``--n-real`` uint8 images of the
+* ``extract``: :func:`gan.extractors.extract_features` over ``--n-real`` uint8 images of the
   prepared archive at ``--res`` px (torch-fidelity resizes them to 299 px itself, so the
   source resolution barely matters), batch ``--batch``, after one untimed warm-up batch;
 * ``first`` / ``cached``: wall time of ``compute_metrics(real, fake folder, fid+kid)`` with a
   fresh real-feature cache, then the same call again, which extracts only the fakes.
 
 The real Inception file is used when it is in torch's cache (or ``--inception-weights``);
-otherwise a random-weight file with the same layers is written, so the speed is the same
-and the metric values mean nothing (said in the output). The data are synthetic faces.
+otherwise a random-weight file with the same layers is written
+(:func:`gan.extractors.make_random_inception`), so the speed is the same and the metric
+values mean nothing (said in the output). The data are synthetic faces.
 The last lines are ``fid_speed git=<sha> device=<d> case=<c> ...`` for RESULTS.md. Small
 check run:
 
@@ -45,7 +46,7 @@ def main(n_real: int, n_fake: int, res: int, batch: int, device: str, threads: i
     from PIL import Image
 
     from gan import metrics as M
-    from gan.dataset import prepare
+    from gan.prepare import prepare
     from gan.synthetic import write_synthetic
 
     if threads:
@@ -56,7 +57,7 @@ def main(n_real: int, n_fake: int, res: int, batch: int, device: str, threads: i
             weights = M.resolve_inception_weights(inception_weights)
             note = "real weights"
         except M.MissingWeightsError:
-            from tests._weights import make_random_inception
+            from gan.extractors import make_random_inception
 
             weights = make_random_inception(tmp / M.INCEPTION_FILE)
             note = "random weights (speed only; values meaningless)"

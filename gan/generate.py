@@ -1,4 +1,5 @@
-"""Images from a trained generator: per-seed PNGs, grids and latent interpolations.
+"""Images from a trained generator: per-seed PNGs, grids, latent interpolations, and the
+labels a conditional generator is given when its outputs are compared with an archive.
 
 The network is a checkpoint's EMA generator (:func:`gan.checkpoint.load_generator`), on
 the CPU or a GPU. Seed ``s`` always gives the same z (drawn from a ``torch.Generator``
@@ -7,22 +8,30 @@ seed and redrawn later. Truncation (``psi < 1``) pulls w towards the tracked mea
 ``w_avg`` (Karras et al. 2019, StyleGAN, sec. 3.3): more typical, less varied faces.
 Interpolations are linear in W, which is far better disentangled than Z
 (StyleGAN, sec. 4), between consecutive seeds.
+
+The metrics and ``mtf-classify score`` condition a generator on labels drawn with the real
+archive's label mix (:func:`real_labels`, :func:`fake_labels`), so its fakes have the class
+distribution of the data they are compared with.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from gan.checkpoint import load_generator
-from gan.train import images_to_uint8, make_grid
-from gan.util import UserError, atomic_path
+from gan.dataset import ImageDataset, is_archive
+from gan.images import images_to_uint8, make_grid, save_png
+from gan.util import UserError
 
-__all__ = ["parse_seeds", "class_vector", "seed_z", "generate_images", "generate"]
+__all__ = ["parse_seeds", "class_vector", "seed_z", "real_labels", "fake_labels", "generate_images", "interpolate",
+           "generate"]
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -73,6 +82,21 @@ def seed_z(seed: int, z_dim: int) -> torch.Tensor:
     return torch.randn([1, z_dim], generator=torch.Generator().manual_seed(int(seed)))
 
 
+def real_labels(source: str | os.PathLike) -> Optional[torch.Tensor]:
+    """float32 ``[N, c_dim]`` labels of an archive (None for a folder or an unlabelled archive)."""
+    if not is_archive(source):
+        return None
+    labels = ImageDataset(source, use_labels=True).labels  # [N, c_dim]
+    return labels if labels.shape[0] and labels.shape[1] else None
+
+
+def fake_labels(labels: torch.Tensor, num: int, seed: int = 0) -> torch.Tensor:
+    """``[num, c_dim]``: labels of real images picked uniformly at random (so the fake
+    label distribution is the real one), reproducible from ``seed``."""
+    idx = np.random.default_rng(seed).integers(0, labels.shape[0], size=num)
+    return labels[torch.as_tensor(idx)]
+
+
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: Sequence[int], c: torch.Tensor, truncation_psi: float = 1.0,
                     noise_mode: str = "const") -> torch.Tensor:
@@ -104,13 +128,6 @@ def interpolate(G: torch.nn.Module, a: int, b: int, steps: int, c: torch.Tensor,
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(a))
         return images_to_uint8(G.synthesis(w, noise_mode=noise_mode))
-
-
-def _save(path: Path, grid) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid, "RGB").save(tmp, format="PNG")
 
 
 def generate(network: str | Path, seeds: Sequence[int], outdir: str | Path, truncation_psi: float = 1.0,
@@ -151,15 +168,15 @@ def generate(network: str | Path, seeds: Sequence[int], outdir: str | Path, trun
         cols = math.ceil(math.sqrt(len(seeds)))
         rows = math.ceil(len(seeds) / cols)
         pad = images.new_zeros([cols * rows - len(seeds), *images.shape[1:]])
-        _save(outdir / "grid.png", make_grid(torch.cat([images, pad]), cols, rows))
+        save_png(outdir / "grid.png", make_grid(torch.cat([images, pad]), cols, rows))
         written.append(outdir / "grid.png")
     else:
         for s, img in zip(seeds, images):
-            _save(outdir / f"seed{s:04d}.png", make_grid(img[None], 1, 1))
+            save_png(outdir / f"seed{s:04d}.png", make_grid(img[None], 1, 1))
             written.append(outdir / f"seed{s:04d}.png")
     for a, b in pairs:
         frames = interpolate(G, a, b, interpolate_steps, c, truncation_psi, noise_mode)
         path = outdir / f"interp-{a:04d}-{b:04d}.png"
-        _save(path, make_grid(frames, interpolate_steps, 1))
+        save_png(path, make_grid(frames, interpolate_steps, 1))
         written.append(path)
     return written

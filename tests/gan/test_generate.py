@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from gan.cli import main
-from gan.generate import parse_seeds
+from gan.generate import fake_labels, parse_seeds, real_labels
 from gan.util import UserError
 
 
@@ -97,3 +98,14 @@ def test_existing_files_are_never_overwritten(ckpt, tmp_path):
     code, out = _gen("--network", str(ckpt), "--seeds", "0", "--class", "1", "--outdir", str(tmp_path))
     assert code == 1 and "seed0000.png exists" in out
     assert (tmp_path / "seed0000.png").read_bytes() == before
+
+
+def test_fake_labels_follow_the_archive_label_mix_reproducibly(prepared_archive, tmp_path):
+    labels = real_labels(prepared_archive)  # [96, 2] one-hot gender
+    assert labels.shape == (96, 2) and bool((labels.sum(1) == 1).all())
+    drawn = fake_labels(labels, 4000)
+    assert torch.equal(drawn, fake_labels(labels, 4000)) and not torch.equal(drawn, fake_labels(labels, 4000, seed=1))
+    assert drawn.mean(0).tolist() == pytest.approx(labels.mean(0).tolist(), abs=0.03)
+    assert fake_labels(labels, 24).shape == (24, 2)
+    (tmp_path / "a.png").write_bytes(b"")  # a plain folder has no labels
+    assert real_labels(tmp_path) is None
