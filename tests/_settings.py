@@ -22,3 +22,17 @@ DEMO_GAN_KIMG = 4.0
 def shared_dir() -> Path:
     """``../shared`` beside the repository (CI lays a copy there), or ``$MTF_SHARED_DIR``."""
     return Path(os.environ.get("MTF_SHARED_DIR", REPO.parent / "shared"))
+
+
+def shared_fixture(name: str) -> Path:
+    """``../shared/fixtures/<name>``. Absent: a skip on a developer's machine, but a failure
+    under ``CI=true``, where the parity tests must run rather than pass by skipping."""
+    import pytest
+
+    path = shared_dir() / "fixtures" / name
+    if not path.is_file():
+        msg = f"parity fixture {path} is absent (set MTF_SHARED_DIR to the folder holding fixtures/)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg + "; under CI=true a missing fixture is a failure", pytrace=False)
+        pytest.skip(msg)
+    return path

@@ -121,3 +121,4 @@ def test_modules_and_functions_stay_small(module):
             if n > MAX_FUNCTION_LINES:
                 long.append(f"{node.name} ({n} lines, line {node.lineno})")
     assert not long, f"{path.relative_to(REPO)}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+

@@ -31,22 +31,15 @@ from gan.networks import (
 )
 from gan.ops import setup_filter, upfirdn2d
 
+from tests._settings import shared_fixture
+
 RTOL = 1e-5
-
-
-def _fixture_path() -> Path:
-    shared = os.environ.get("MTF_SHARED_DIR")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    return root / "fixtures" / "sg2a-tiny.pt"
 
 
 @pytest.fixture(scope="module")
 def published():
     """The published networks' weights, inputs and outputs (module-scoped: loaded once)."""
-    path = _fixture_path()
-    if not path.is_file():
-        pytest.skip(f"parity fixture {path} is absent (set MTF_SHARED_DIR to the folder holding fixtures/)")
-    return torch.load(path, weights_only=True)
+    return torch.load(shared_fixture("sg2a-tiny.pt"), weights_only=True)
 
 
 def _load_pair(entry):
