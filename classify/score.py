@@ -118,7 +118,7 @@ def _condition_labels(G: nn.Module, n: int, archives: Sequence[Optional[Path]]) 
     """``[n, c_dim]`` conditions for a conditional G drawn as ``mtf-gan metrics`` draws them:
     labels of real images of the first labelled archive of ``archives`` picked at random
     (so the generated and real class mixes agree), else uniform over the classes."""
-    from gan.metrics import fake_labels, real_labels
+    from gan.generate import fake_labels, real_labels
 
     for a in archives:
         if a is not None and a.exists() and is_archive(a):
@@ -173,8 +173,9 @@ def _seed_list(o: ScoreOptions) -> list[int]:
     return [int(s) for s in o.seeds] if o.seeds is not None else list(range(o.num if o.num is not None else 1000))
 
 
-def _score_generator(o: ScoreOptions, clfs: dict[str, Classifier], dev: torch.device, label_archives: list,
-                     echo: Callable[[str], Any]) -> tuple[ScoredSet, nn.Module, dict[str, Any]]:
+def _score_generator(o: ScoreOptions, clfs: dict[str, Classifier], dev: torch.device,
+                     label_archives: Sequence[Optional[Path]], echo: Callable[[str], Any]
+                     ) -> tuple[ScoredSet, nn.Module, dict[str, Any]]:
     """The generated side with ``--network``: ``(scored set with its labels, G, report entry)``."""
     seed_list = _seed_list(o)
     G, labels, how = load_conditioned_generator(o.network, len(seed_list), o.class_name, dev, label_archives)
