@@ -295,21 +295,17 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
     import json
     from pathlib import Path
 
-    from gan.metrics import MissingWeightsError, PER_CLASS_NOTE, compute_metrics, result_rows
+    from gan.metrics import PER_CLASS_NOTE, MetricsOptions, compute_metrics, result_rows
 
     if (network is None) == (fake is None):
         raise click.UsageError("pass exactly one of --network CKPT or --fake DIR")
     if batch < 1 or (num is not None and num < 1):
         raise click.BadParameter("--batch and --num must be >= 1")
     names = tuple(m.strip().lower() for m in metric_list.split(",") if m.strip())
-    try:
-        res = compute_metrics(real, network or fake, metrics=names, num=num, batch=batch, device=device,
-                              inception_weights=inception_weights, vgg_weights=vgg_weights, truncation_psi=trunc,
-                              cache_dir=stats_cache, per_class=per_class, progress=progress)
-    except MissingWeightsError as exc:
-        err = click.ClickException(str(exc))
-        err.exit_code = 2
-        raise err from None
+    # A missing weights file is gan.util.MissingWeights: friendly_errors exits with status 2.
+    res = compute_metrics(real, network or fake, MetricsOptions(
+        metrics=names, num=num, batch=batch, device=device, inception_weights=inception_weights,
+        vgg_weights=vgg_weights, truncation_psi=trunc, cache_dir=stats_cache, per_class=per_class, progress=progress))
     rows = result_rows({**res, "fake": str(network or fake)})
     dest = Path(out) if out else (Path(network).parent if network else Path("."))
     dest.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Sequence, TypeVar, Union
+from typing import Any, Iterable, Literal, Sequence, TypeVar, Union
 
 import yaml
 

@@ -23,8 +23,6 @@ import torch
 from PIL import Image
 
 from gan.images import list_images, read_rgb
-from gan.images import IMAGE_EXTENSIONS, square_resize, to_rgb8  # noqa: F401  TEMPORARY shim, removed at the end of House 2
-from gan.prepare import prepare  # noqa: F401  TEMPORARY shim
 from gan.util import UserError
 
 __all__ = ["ImageDataset", "InfiniteSampler", "FolderImages", "is_archive", "open_images"]

@@ -66,9 +66,6 @@ log = logging.getLogger(LOGGER_NAME)
 
 PER_CLASS_NOTE = ("per-class FID is biased upwards by the small per-class sample count (Binkowski et al. 2018, "
                   "sec. 3): compare classes with equal counts only, and prefer per-class KID, which is unbiased")
-# TEMPORARY, removed at the end of House 2: gan.train's name until it calls TrainingMetrics.
-# (classify.score imports fake_labels / real_labels from here until it imports gan.generate.)
-_load_extractors = load_extractors
 
 
 @dataclass(frozen=True)
@@ -90,9 +87,6 @@ class MetricsOptions:
 
 def _options(options: Optional[MetricsOptions], overrides: dict) -> MetricsOptions:
     """``options`` (or the defaults) with keyword overrides; an unknown keyword is a TypeError."""
-    if options is not None and not isinstance(options, MetricsOptions):
-        # TEMPORARY: the metric names in the options' place (gan.train's call, until it uses TrainingMetrics)
-        options, overrides = None, {"metrics": tuple(options), **overrides}
     opts = dataclasses.replace(options or MetricsOptions(), **overrides)
     return dataclasses.replace(opts, metrics=tuple(opts.metrics))
 

@@ -24,7 +24,7 @@ from gan.augment import AugmentConfig
 from gan.config import ConfigError, apply_values, dump_config, find_preset, from_dict, load_config, override_keys, to_dict
 from gan.dataset import ImageDataset
 from gan.loss import LossConfig
-from gan.metrics import parse_training_metrics, resolve_inception_weights
+from gan.extractors import parse_training_metrics, resolve_inception_weights
 from gan.networks import NetworkConfig, build_discriminator, build_generator, num_parameters
 from gan.util import UserError
 

@@ -58,6 +58,7 @@ from gan.config import from_dict, save_config, to_dict
 from gan.dataset import ImageDataset, InfiniteSampler
 from gan.images import images_to_uint8, make_grid, save_png
 from gan.loss import StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+from gan.metrics import TrainingMetrics
 from gan.networks import NetworkConfig, build_discriminator, build_generator
 from gan.run_config import RunConfig, TrainConfig, batch_plans, prepare_run
 from gan.util import UserError
@@ -315,7 +316,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         _write_initial_grids(run_dir, run, grid, t.grid, mon)
     # In-training metrics: every rank generates and extracts its share of the fakes (and of
     # the uncached reals); rank 0 computes the values and writes them.
-    evaluator = _metric_evaluator(cfg, run_dir, device, mon) if t.metrics else None
+    metrics = TrainingMetrics.from_config(t, cfg.data.path, run_dir, device, monitor=mon) if t.metrics else None
     data_iter = _loader(cfg, dataset, device, run.cur_nimg, main_plan.rows)
 
     total_nimg = int(round(t.kimg * 1000))
@@ -356,8 +357,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         last_stats = report_tick(run, mon, clock, device)
         if snap:
             last_ckpt = snapshot(cfg, run, run_dir, dataset, grid, mon, last_stats)
-            if evaluator is not None:
-                evaluator(run.G_ema, run.cur_nimg, last_ckpt)
+            if metrics is not None:
+                metrics.evaluate(run.G_ema, run.cur_nimg, last_ckpt)
         clock.tick_start(run.cur_nimg)
 
     bar.close()
@@ -480,45 +481,7 @@ def snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDataset, gri
     return path
 
 
-# ---------------------------------------------------------------------------- metrics and phases
-
-
-def _metric_evaluator(cfg: RunConfig, run_dir: Path, device: torch.device, mon: monitor.Monitor):
-    """``evaluate(G_ema, cur_nimg, checkpoint)`` for ``train.metrics``: each ``fid<N>k`` /
-    ``kid<N>k`` of G_ema against the full training archive (the metrics protocol of
-    :mod:`gan.metrics`), one row per metric appended to ``metrics.jsonl`` and the value
-    sent to TensorBoard as ``Metrics/<name>`` at step ``cur_nimg``. Inception is loaded
-    once; the real features are extracted once and cached in ``train.metrics_cache``."""
-    import json
-
-    from gan import metrics as M
-
-    t = cfg.train
-    wanted = M.parse_training_metrics(t.metrics)
-    ex = M._load_extractors(tuple(sorted({kind for _, kind, _ in wanted})), device, t.inception_weights, None)
-    cache = Path(t.metrics_cache) if t.metrics_cache else run_dir.parent / ".metrics-cache"
-
-    def evaluate(G_ema: torch.nn.Module, cur_nimg: int, checkpoint: Path) -> dict[str, float]:
-        values: dict[str, float] = {}
-        for num in sorted({n for _, _, n in wanted}):  # one set of fakes per count, shared by fid and kid
-            same = [(name, kind) for name, kind, n in wanted if n == num]
-            res = M.evaluate_generator(G_ema, cfg.data.path, tuple(kind for _, kind in same), num=num, batch=64,
-                                       device=device, cache_dir=cache, extractors=ex, sharded=True)
-            if not res:  # not rank 0: its share is done, rank 0 writes
-                continue
-            info = {k: v for k, v in res.items() if k not in ("fid", "kid", "kid_std")}
-            for name, kind in same:
-                row = {"metric": name, "value": res[kind], **({"std": res["kid_std"]} if kind == "kid" else {}),
-                       **info, "kimg": cur_nimg / 1000, "checkpoint": checkpoint.name}
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                mon.scalar(f"Metrics/{name}", res[kind], cur_nimg)
-                log.info("metric %s %.4g at kimg %.3f (%d fakes vs %d reals, %.1f s)", name, res[kind],
-                         cur_nimg / 1000, res["n_fake"], res["n_real"], res["seconds"])
-                values[name] = res[kind]
-        return values
-
-    return evaluate
+# ---------------------------------------------------------------------------- phases
 
 
 def _global_pl_mean(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, label_table: torch.Tensor, seed: int,

@@ -1,6 +1,6 @@
 """Stand-ins for the pretrained files and networks the metrics need.
 
-* :func:`make_random_inception` (from :mod:`gan.extractors`): a random-weight file with the
+* :func:`gan.extractors.make_random_inception` (used by the fixtures directly): a random-weight file with the
   real Inception's layers, for the tests that need torch-fidelity's real architecture (the
   equivalence with ``torch_fidelity.calculate_metrics``, torchrun runs).
 * :class:`StubExtractor`: a tiny deterministic network with the extractors' interface
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from gan import extractors as E
-from gan.extractors import make_random_inception  # noqa: F401  (the fixtures import it from here)
 
 #: Output size of each feature name (the real ones: 2048, 1008, 4096).
 FEATURE_DIMS = {E.POOL: 64, E.LOGITS: 1008, E.VGG_FEATURE: 64}

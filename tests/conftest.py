@@ -105,7 +105,7 @@ def inception_weights(tmp_path_factory) -> Path:
     features ~0, which makes every metric degenerate; He init keeps activations alive.
     The file is named as the real one, so the real loading code is exercised."""
     from gan.metrics import INCEPTION_FILE
-    from tests._weights import make_random_inception
+    from gan.extractors import make_random_inception
 
     return make_random_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
 

@@ -8,7 +8,6 @@ inputs and outputs of the published NVlabs networks; loading the weights through
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

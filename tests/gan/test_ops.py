@@ -12,7 +12,6 @@ folder, or ``$MTF_EXTENSIONS_DIR`` when set.
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 
 import pytest

@@ -1,4 +1,4 @@
-"""``gan.dataset.prepare`` and ``mtf-gan prepare``: folder/zip -> training archive.
+"""``gan.prepare.prepare`` and ``mtf-gan prepare``: folder/zip -> training archive.
 
 Test images are made here by hand (smooth random patterns, so that different images have
 far-apart perceptual hashes) because the bad inputs need exact control over bytes, modes

@@ -29,7 +29,7 @@ from gan.run_config import RunConfig, load_run_config
 from gan.train import TrainingDiverged, train
 from gan.util import UserError
 
-from tests._settings import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG, REPO
+from tests._settings import DEMO_GAN_CONFIG as DEMO, DEMO_GAN_KIMG as DEMO_KIMG
 
 
 # ----------------------------------------------------------------------------
