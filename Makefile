@@ -16,9 +16,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# The behaviour suite (under 4 minutes on 2 cores): everything not marked slow.
+# The behaviour suite (under 4 minutes on 2 cores): everything not marked slow, on
+# TEST_WORKERS pytest-xdist workers that steal work from each other; the expensive fixtures
+# are built once per run for all workers (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal tests
 
 # The slow set: torch-fidelity equivalence on the real Inception architecture, the torchrun
 # tests and the learnability tests. CI runs it after `make test`.

@@ -17,11 +17,31 @@ from tests._settings import (  # noqa: F401  (constants live in tests/_settings.
     REPO, SYNTH_RES,
 )
 
+#: The session fixtures that take most of a run (see :func:`_workers_build_the_heavy_fixtures`).
+HEAVY_FIXTURES = ("demo_run", "trained_classifiers")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files whose tests use a heavy fixture run last (in their order; files stay whole), so
+    under pytest-xdist (``--dist worksteal``) the other workers have other tests to run while
+    the heavy fixtures are built."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    heavy = {f for f, its in files.items() if any(n in it.fixturenames for it in its for n in HEAVY_FIXTURES)}
+    items[:] = [it for f in sorted(files, key=lambda f: f in heavy) for it in files[f]]
+
+
 # Plots are written to files; never open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
 # One cache for the compiled ops across the whole run (and later local runs: the folder is
 # git-ignored and keyed by source hash), so the C++ extension is built once, not per module.
 os.environ.setdefault("MTF_EXTENSIONS_DIR", str(REPO / ".cache" / "extensions"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one torch thread each, or OpenMP threads fight over the cores.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -82,21 +102,70 @@ def ext_dir() -> str:
     return os.environ["MTF_EXTENSIONS_DIR"]
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` fills once per test run, also across pytest-xdist
+    workers (``make test`` runs two): the first worker to ask builds it under a file lock in
+    the run's shared temporary folder, the others wait for it and reuse it (the pattern of
+    pytest-xdist's documentation for session fixtures that must run once)."""
+    import fcntl
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by its workers
+    folder, done = root / f"once-{name}", root / f"once-{name}.done"
+    with open(root / f"once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.write_text("ok")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workers_build_the_heavy_fixtures(request):
+    """Under pytest-xdist, worker ``gw<i>`` builds heavy fixture ``i`` (the demo GAN run on
+    gw0, the demo classifiers on gw1) before its first test, while the other worker runs
+    tests that need neither (their files come last); a worker that needs one sooner waits
+    for it (:func:`_built_once`). Only fixtures that some collected test uses; never
+    without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    used = {name for item in request.session.items for name in item.fixturenames}
+    for i, name in enumerate(HEAVY_FIXTURES):
+        if name in used and i % count == int(worker[2:]):
+            request.getfixturevalue(name)
+
+
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory):
+    """``built_once(name, build) -> folder``: :func:`_built_once` for a test module's own
+    expensive fixture, so that two workers running tests of one module build it once."""
+    return lambda name, build: _built_once(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, prepared_archive) -> dict:
-    """The demo GAN preset trained once per session on ``prepared_archive``, conditional on
+    """The demo GAN preset trained once per run on ``prepared_archive``, conditional on
     gender: ``{"run_dir", "checkpoint", "cfg", "archive"}``. Read-only for tests."""
     import json
 
+    from gan.checkpoint import list_checkpoints
     from gan.run_config import load_run_config
     from gan.train import train
 
-    run_dir = tmp_path_factory.mktemp("demo-run") / "00000-demo"
     cfg = load_run_config(DEMO_GAN_CONFIG, [f"data.path={json.dumps(str(prepared_archive))}", "data.cond=true"])
     assert cfg.train.kimg == DEMO_GAN_KIMG and cfg.train.snap_kimg == 1.0 and cfg.train.tick_kimg == 0.2
     assert cfg.train.threads == 1  # the preset runs on one thread, as resume exactness needs
-    result = train(cfg, run_dir, progress=False, console=False)
-    return {"run_dir": run_dir, "checkpoint": result["checkpoint"], "cfg": cfg, "archive": prepared_archive}
+    folder = _built_once(tmp_path_factory, "demo-run",
+                         lambda f: train(cfg, f / "00000-demo", progress=False, console=False))
+    run_dir = folder / "00000-demo"
+    return {"run_dir": run_dir, "checkpoint": list_checkpoints(run_dir)[-1][1], "cfg": cfg,
+            "archive": prepared_archive}
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +181,49 @@ def inception_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_classifiers(tmp_path_factory, synthetic_curated) -> dict:
-    """The demo recipe's tiny CNN trained once per session on ``synthetic_curated`` for each
+    """The demo recipe's tiny CNN trained once per run on ``synthetic_curated`` for each
     task: ``{task: Path to best.pt}`` (``metrics.json`` with the test confusion matrix sits
     beside each). Read-only for tests."""
     import torch
 
     from classify import train as T
 
-    out = tmp_path_factory.mktemp("classifiers")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        paths = {}
-        for task in ("gender", "race", "age", "face_recognition"):
-            m = T.train(synthetic_curated, task, "tiny_cnn", "demo", out / task, cache_dir=out / "cache",
+    tasks = ("gender", "race", "age", "face_recognition")
+
+    def build(out: Path) -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for task in tasks:
+                T.train(synthetic_curated, task, "tiny_cnn", "demo", out / task, cache_dir=out / "cache",
                         progress=False, echo=False)
-            paths[task] = Path(m["run_dir"]) / "best.pt"
-    finally:
-        torch.set_num_threads(before)
-    return paths
+        finally:
+            torch.set_num_threads(before)
+
+    out = _built_once(tmp_path_factory, "classifiers", build)
+    return {task: out / task / "best.pt" for task in tasks}
+
+
+@pytest.fixture()
+def interrupt_at_epoch(monkeypatch):
+    """``interrupt(epoch)``: from now on a classifier run raises ``KeyboardInterrupt`` when its
+    stats row of ``epoch`` is flushed (the row comes before that epoch's checkpoints), as a
+    Ctrl-C there would; ``interrupt(None)`` lets runs finish again."""
+    from gan.monitor import Monitor
+
+    original = Monitor.flush
+
+    def interrupt(epoch):
+        if epoch is None:
+            monkeypatch.setattr(Monitor, "flush", original)
+            return
+
+        def flush(self, step, walltime=None):
+            if step == epoch:
+                raise KeyboardInterrupt
+            return original(self, step, walltime)
+
+        monkeypatch.setattr(Monitor, "flush", flush)
+
+    return interrupt
+

@@ -8,7 +8,6 @@ import torch
 
 from classify import train as T
 from classify.checkpoint import FORMAT, load_checkpoint, load_for_inference, save_checkpoint
-from gan.monitor import Monitor
 from gan.util import UserError
 
 SMALL_OV = ["data.input_size=32", "data.cache_size=32"]
@@ -45,23 +44,16 @@ def test_newer_foreign_and_pickled_files_are_refused_with_the_fix(tmp_path):
         load_checkpoint(tmp_path / "pickled.pt")
 
 
-def test_a_checkpoint_of_the_legacy_format_loads_and_resumes(tmp_path, synthetic_curated, monkeypatch):
+def test_a_checkpoint_of_the_legacy_format_loads_and_resumes(tmp_path, synthetic_curated, interrupt_at_epoch):
     ov = SMALL_OV + ["train.epochs=2", "train.batch_size=32"]
     cache = tmp_path / "cache"
     full = T.train(synthetic_curated, "gender", "tiny_cnn", "demo", tmp_path / "full", overrides=ov,
                    cache_dir=cache, progress=False, echo=False)
-    original = Monitor.flush
-
-    def crash_at_epoch_2(self, step, walltime=None):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, step, walltime)
-
-    monkeypatch.setattr(Monitor, "flush", crash_at_epoch_2)
+    interrupt_at_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         T.train(synthetic_curated, "gender", "tiny_cnn", "demo", tmp_path / "cut", overrides=ov,
                 cache_dir=cache, progress=False, echo=False)
-    monkeypatch.setattr(Monitor, "flush", original)
+    interrupt_at_epoch(None)
     for name in ("last.pt", "best.pt"):  # rewrite both as the previous version wrote them
         path = tmp_path / "cut" / name
         state = torch.load(path, weights_only=True)

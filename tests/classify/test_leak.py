@@ -48,19 +48,20 @@ def _render(people: int, per_person: int, seed: int) -> list[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def face_classifier(tmp_path_factory):
+def face_classifier(built_once):
     """A face-recognition classifier on its own curated tree: ``(Classifier, tree)``."""
     from classify import train as T
     from classify.classifier import load_classifier
     from gan.synthetic import write_synthetic
 
-    root = tmp_path_factory.mktemp("leak")
-    tree = root / "curated"
-    write_synthetic(tree, layout="curated", people=FR_PEOPLE, per_person=FR_PER_PERSON, resolution=32, seed=1,
-                    progress=False)
-    run = T.train(tree, "face_recognition", "tiny_cnn", "demo", root / "fr", overrides=[f"train.epochs={FR_EPOCHS}"],
-                  cache_dir=root / "cache", progress=False, echo=False)
-    return load_classifier(Path(run["run_dir"]) / "best.pt"), tree
+    def build(root: Path) -> None:
+        write_synthetic(root / "curated", layout="curated", people=FR_PEOPLE, per_person=FR_PER_PERSON,
+                        resolution=32, seed=1, progress=False)
+        T.train(root / "curated", "face_recognition", "tiny_cnn", "demo", root / "fr",
+                overrides=[f"train.epochs={FR_EPOCHS}"], cache_dir=root / "cache", progress=False, echo=False)
+
+    root = built_once("leak-face-classifier", build)
+    return load_classifier(root / "fr" / "best.pt"), root / "curated"
 
 
 # ---------------------------------------------------------------------------- neighbours

@@ -40,17 +40,18 @@ def _read(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def age_classifier(tmp_path_factory):
+def age_classifier(built_once):
     from classify import train as T
     from classify.classifier import load_classifier
     from gan.synthetic import write_synthetic
 
-    root = tmp_path_factory.mktemp("age")
-    write_synthetic(root / "curated", layout="curated", people=AGE_PEOPLE, per_person=AGE_PER_PERSON,
-                    resolution=32, seed=1, progress=False)
-    run = T.train(root / "curated", "age", "tiny_cnn", "demo", root / "run", overrides=[f"train.epochs={AGE_EPOCHS}"],
-                  cache_dir=root / "cache", progress=False, echo=False)
-    return load_classifier(Path(run["run_dir"]) / "best.pt")
+    def build(root: Path) -> None:
+        write_synthetic(root / "curated", layout="curated", people=AGE_PEOPLE, per_person=AGE_PER_PERSON,
+                        resolution=32, seed=1, progress=False)
+        T.train(root / "curated", "age", "tiny_cnn", "demo", root / "run", overrides=[f"train.epochs={AGE_EPOCHS}"],
+                cache_dir=root / "cache", progress=False, echo=False)
+
+    return load_classifier(built_once("pseudo-labels-age-classifier", build) / "run" / "best.pt")
 
 
 def test_person_vote_takes_the_majority_breaks_ties_by_confidence_and_skips_uncertain():

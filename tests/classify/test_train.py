@@ -15,7 +15,6 @@ from classify.cli import main
 from classify.evaluate import evaluate
 from classify.recipe import RunConfig
 from gan.config import load_config
-from gan.monitor import Monitor
 
 #: The shared synthetic tree is 32 px: train the demo recipe at its native size.
 SMALL = ["--set", "data.input_size=32", "--set", "data.cache_size=32"]
@@ -77,24 +76,18 @@ def test_demo_recipe_beats_majority_class_and_writes_every_output(tmp_path, synt
         assert m2["confusion"] == m["confusion"] and m2["classes"] == ["Female", "Male"]
 
 
-def test_resume_repeats_the_epochs_of_an_uninterrupted_run(tmp_path, synthetic_curated, cache_dir, monkeypatch):
+def test_resume_repeats_the_epochs_of_an_uninterrupted_run(tmp_path, synthetic_curated, cache_dir,
+                                                           interrupt_at_epoch):
     ov = SMALL_OV + ["train.epochs=3", "train.batch_size=32"]
     full = T.train(synthetic_curated, "age", "tiny_cnn", "demo", tmp_path / "full", overrides=ov,
                    cache_dir=cache_dir, progress=False, echo=False)
 
-    original = Monitor.flush
-
-    def crash_at_epoch_3(self, step, walltime=None):  # the epoch's stats row comes before its checkpoints
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(self, step, walltime)
-
-    monkeypatch.setattr(Monitor, "flush", crash_at_epoch_3)
+    interrupt_at_epoch(3)  # the epoch's stats row comes before its checkpoints
     with pytest.raises(KeyboardInterrupt):
         T.train(synthetic_curated, "age", "tiny_cnn", "demo", tmp_path / "cut", overrides=ov,
                 cache_dir=cache_dir, progress=False, echo=False)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # epochs 1 and 2 done
-    monkeypatch.setattr(Monitor, "flush", original)
+    interrupt_at_epoch(None)
     with pytest.raises(Exception, match="not empty"):
         T.train(synthetic_curated, "age", "tiny_cnn", "demo", tmp_path / "cut", overrides=ov, cache_dir=cache_dir,
                 progress=False, echo=False)
