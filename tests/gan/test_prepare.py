@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import gan.prepare as dataset
+import gan.prepare as prepare_module
 from gan.cli import main
 from gan.prepare import archive_name, dhash, find_near_duplicates, prepare
 from gan.util import UserError
@@ -305,9 +305,9 @@ def _raise_on_third_call(fn):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_prepare_interrupted_mid_way_leaves_no_archive(salted, tmp_path, monkeypatch, workers):
     if workers == 1:  # interrupted while decoding the third image
-        monkeypatch.setattr(dataset, "_process", _raise_on_third_call(dataset._process))
+        monkeypatch.setattr(prepare_module, "_process", _raise_on_third_call(prepare_module._process))
     else:  # the workers are fine; the parent is interrupted while writing the third image
-        monkeypatch.setattr(dataset, "_write_member", _raise_on_third_call(dataset._write_member))
+        monkeypatch.setattr(prepare_module, "_write_member", _raise_on_third_call(prepare_module._write_member))
     dest = tmp_path / "half.zip"
     with pytest.raises(KeyboardInterrupt):
         prepare(salted, dest, resolution=RES, workers=workers, progress=False)
@@ -399,7 +399,7 @@ def test_dhash_is_stable_under_reencoding_and_differs_between_images():
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="JPEG", quality=80)
     b = np.asarray(Image.open(buf))
-    assert bin(dhash(a) ^ dhash(b)).count("1") <= dataset.NEAR_DUPLICATE_BITS
+    assert bin(dhash(a) ^ dhash(b)).count("1") <= prepare_module.NEAR_DUPLICATE_BITS
     assert bin(dhash(a) ^ dhash(smooth(2, 128, 128))).count("1") > 10
 
 
