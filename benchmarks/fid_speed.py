@@ -45,8 +45,10 @@ def main(n_real: int, n_fake: int, res: int, batch: int, device: str, threads: i
     import torch
     from PIL import Image
 
+    from gan import extractors as E
     from gan import metrics as M
     from gan.prepare import prepare
+    from gan.util import MissingWeights
     from gan.synthetic import write_synthetic
 
     if threads:
@@ -54,12 +56,12 @@ def main(n_real: int, n_fake: int, res: int, batch: int, device: str, threads: i
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         try:
-            weights = M.resolve_inception_weights(inception_weights)
+            weights = E.resolve_inception_weights(inception_weights)
             note = "real weights"
-        except M.MissingWeightsError:
-            from gan.extractors import make_random_inception
+        except MissingWeights:
+            make_random_inception = E.make_random_inception
 
-            weights = make_random_inception(tmp / M.INCEPTION_FILE)
+            weights = make_random_inception(tmp / E.INCEPTION_FILE)
             note = "random weights (speed only; values meaningless)"
         people = max(1, n_real // 20)
         write_synthetic(tmp / "src", layout="noncurated", people=people, per_person=-(-n_real // people),
@@ -71,13 +73,13 @@ def main(n_real: int, n_fake: int, res: int, batch: int, device: str, threads: i
         for i in range(n_fake):
             Image.fromarray(rng.integers(0, 256, (res, res, 3), dtype=np.uint8)).save(fake / f"{i:05d}.png")
 
-        fe = M.load_inception(weights, device)
+        fe = E.load_inception(weights, device)
         imgs = list(M.iter_real_images(tmp / "real.zip"))
-        M.extract_features(imgs[:batch], fe, batch, device)  # warm-up (cuDNN autotune, allocator)
+        E.extract_features(imgs[:batch], fe, batch, device)  # warm-up (cuDNN autotune, allocator)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        M.extract_features(imgs, fe, batch, device)
+        E.extract_features(imgs, fe, batch, device)
         if device == "cuda":
             torch.cuda.synchronize()
         extract_s = time.perf_counter() - t0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from classify import dataset as D
-from classify.models import MODELS, PAPER_MODELS, create_model, weights_file
+from classify.models import MODELS, PAPER_MODELS, require_weights
 from classify.recipe import Recipe, load_recipe
 from classify.train import train
 from gan import distributed as dist
@@ -88,14 +88,14 @@ def _clear_unstarted(cell: Path) -> None:
 
 def _check_weights(models: Sequence[str], rec: Recipe) -> None:
     """Report every missing ImageNet weights file at once, before any training."""
-    missing = [m for m in models if rec.uses_pretrained(m) and not weights_file(m).is_file()]  # type: ignore[union-attr]
-    if missing:
-        paragraphs = []
-        for m in missing:
+    paragraphs = []
+    for m in models:
+        if rec.uses_pretrained(m):
             try:
-                create_model(m, 2, pretrained=True)
+                require_weights(m)
             except MissingWeights as exc:
                 paragraphs.append(str(exc))
+    if paragraphs:
         raise MissingWeights("\n\n".join(paragraphs))
 
 

@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classify.recipe import Recipe
 from gan.dataset import is_archive, open_images
-from gan.images import square_resize
+from gan.distributed import pick_device
+from gan.images import square_resize_chw
 from gan.util import UserError
 
 __all__ = ["Classifier", "load_classifier", "check_classifiers", "match_class", "to_classifier_size", "blocks",
@@ -73,10 +75,7 @@ def to_classifier_size(img: np.ndarray | torch.Tensor, size: int) -> torch.Tenso
     The same steps as the classifier's decoded cache (:mod:`classify.dataset`), so a scored
     image is prepared exactly like a test image.
     """
-    a = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[0] == 3, (a.dtype, a.shape)
-    out = square_resize(a.transpose(1, 2, 0), size, "lanczos")  # [size, size, 3]
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))  # [3, size, size]
+    return square_resize_chw(img, size, "lanczos")  # [3, size, size]
 
 
 # ---------------------------------------------------------------------------- the classifier
@@ -91,7 +90,7 @@ class Classifier:
     classes: list[str]
     model_name: str
     model: nn.Module
-    recipe: Any  # classify.recipe.Recipe
+    recipe: Recipe
     device: torch.device
     #: ``[K, K]`` counts, rows = true class, columns = predicted, from the run's
     #: ``metrics.json`` (held-out test split) when it sits beside the checkpoint.
@@ -101,10 +100,6 @@ class Classifier:
     @property
     def cache_size(self) -> int:
         return int(self.recipe.data.cache_size)
-
-    @property
-    def input_size(self) -> int:
-        return int(self.recipe.data.input_size)
 
     def _hook(self) -> Any:
         """Capture the input of the last ``nn.Linear`` (the penultimate features).
@@ -157,7 +152,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--classifier {p}: no such file; pass the best.pt of an mtf-classify train run")
-    dev = torch.device(device)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
     ckpt, model, recipe = load_for_inference(p, dev)
     confusion = None
     mfile = p.parent / "metrics.json"

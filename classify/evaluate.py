@@ -35,7 +35,7 @@ import torch
 
 from classify.checkpoint import load_for_inference
 from classify.loaders import batch_prep, make_loader, scan_for
-from classify.plots import plot_confusion  # the figure of write_metrics (re-exported)
+from classify.plots import plot_confusion  # the figure of write_metrics
 from gan.distributed import pick_device
 from gan.util import UserError, atomic_write_text
 
@@ -43,7 +43,6 @@ __all__ = [
     "confusion_matrix",
     "wilson_interval",
     "classification_metrics",
-    "plot_confusion",
     "write_metrics",
     "format_metrics",
     "predict",

@@ -6,9 +6,6 @@ resize and normalization are done per batch on the device by :func:`batch_prep`,
 also *the* evaluation transform (evaluation, scoring and the training loop all call it), so
 the loader moves 4x fewer bytes than float images.
 
-``recipe`` below is a :class:`classify.recipe.Recipe`; only its ``data`` and ``train``
-fields are read (this module sits below the recipe module, so it does not import it).
-
 Several processes (torchrun, :mod:`gan.distributed`): :func:`sharded_train_loader` gives
 each process its share of an epoch through a ``DistributedSampler`` seeded by
 ``(seed, epoch)`` and ``ceil(batch_size / N)`` images per step, so ``train.batch_size``
@@ -26,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from classify import dataset as D
+from classify.recipe import Recipe
 from gan import distributed as dist
 
 __all__ = [
@@ -46,19 +44,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def scan_for(data: str | os.PathLike, task: str, recipe: Any, classes: Sequence[str] | None = None) -> D.TaskData:
+def scan_for(data: str | os.PathLike, task: str, recipe: Recipe, classes: Sequence[str] | None = None) -> D.TaskData:
     """The task's splits under ``data``, val carved with the recipe's fraction and seed."""
     return D.scan_task(data, task, val_fraction=recipe.data.val_fraction, seed=recipe.train.seed, classes=classes)
 
 
-def cached(task_data: D.TaskData, split: str, recipe: Any, cache_dir: str | os.PathLike | None,
+def cached(task_data: D.TaskData, split: str, recipe: Recipe, cache_dir: str | os.PathLike | None,
            progress: bool = True, log: Callable[[str], None] = print) -> D.CachedSplit:
     """The decoded cache of one split at the recipe's cache size (decoded on first use)."""
     return D.cached_split(task_data.splits[split], recipe.data.cache_size, cache_dir or D.default_cache_dir(),
                           name=f"{task_data.task}-{split}", strict=recipe.data.strict, progress=progress, log=log)
 
 
-def train_transform(recipe: Any, train: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def train_transform(recipe: Recipe, train: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Per-image augmentation of uint8 ``[3, S, S]`` (None when there is none).
 
     A random resized crop outputs ``input_size`` directly; without one the plain resize is
@@ -77,7 +75,7 @@ def train_transform(recipe: Any, train: bool) -> Callable[[torch.Tensor], torch.
     return v2.Compose(ops) if ops else None
 
 
-def make_loader(task_data: D.TaskData, split: str, recipe: Any, cache_dir: str | os.PathLike | None,
+def make_loader(task_data: D.TaskData, split: str, recipe: Recipe, cache_dir: str | os.PathLike | None,
                 train: bool, batch_size: int | None = None, epoch: int = 0, progress: bool = False,
                 log: Callable[[str], None] = print) -> Any:
     """Batches ``(uint8 [B, 3, S', S'], int64 [B])`` over the decoded cache.
@@ -102,7 +100,7 @@ def make_loader(task_data: D.TaskData, split: str, recipe: Any, cache_dir: str |
     )
 
 
-def sharded_train_loader(task_data: D.TaskData, recipe: Any, cache_dir: str | os.PathLike | None,
+def sharded_train_loader(task_data: D.TaskData, recipe: Recipe, cache_dir: str | os.PathLike | None,
                          epoch: int) -> Any:
     """This process's share of an epoch: a ``DistributedSampler`` over the cached split,
     shuffled by ``(seed, epoch)`` alike on every process, ``ceil(batch_size / N)`` per step."""
@@ -130,7 +128,7 @@ class IndexedShard:
         return iter(self.loader)
 
 
-def eval_loader(task_data: D.TaskData, split: str, recipe: Any, cache_dir: str | os.PathLike | None,
+def eval_loader(task_data: D.TaskData, split: str, recipe: Recipe, cache_dir: str | os.PathLike | None,
                 progress: bool, log: logging.Logger) -> Any:
     """The whole split alone; with several processes, images ``rank, rank + N, ...`` with their
     indices (an :class:`IndexedShard`)."""
@@ -142,7 +140,7 @@ def eval_loader(task_data: D.TaskData, split: str, recipe: Any, cache_dir: str |
                                                     batch_size=recipe.train.eval_batch_size), idx)
 
 
-def batch_prep(recipe: Any, device: torch.device, channels_last: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def batch_prep(recipe: Recipe, device: torch.device, channels_last: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 ``[B, 3, H, W]`` on ``device`` -> float ``[B, 3, input, input]`` in [0, 1] (ToTensor),
     resized (bilinear, antialiased, like torchvision's ``Resize``) and normalized if asked.
 
@@ -170,7 +168,7 @@ def batch_prep(recipe: Any, device: torch.device, channels_last: bool = False) -
     return prep
 
 
-def normalization(recipe: Any) -> dict[str, Any] | None:
+def normalization(recipe: Recipe) -> dict[str, Any] | None:
     """The normalization :func:`batch_prep` applies, as stored in checkpoints (None: none)."""
     if recipe.data.normalize == "imagenet":
         return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}

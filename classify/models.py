@@ -33,7 +33,7 @@ from torch import nn
 
 from gan.util import MissingWeights, UserError
 
-__all__ = ["ModelSpec", "MODELS", "PAPER_MODELS", "create_model", "weights_file", "TinyCNN"]
+__all__ = ["ModelSpec", "MODELS", "PAPER_MODELS", "require_weights", "create_model", "weights_file", "TinyCNN"]
 
 
 class TinyCNN(nn.Module):
@@ -157,6 +157,21 @@ def _missing_message(name: str, expected: Path, given: Path | None) -> str:
     )
 
 
+def require_weights(name: str, weights: str | os.PathLike | None = None) -> Path:
+    """The ImageNet weights file of ``name`` (``weights``, else torch's cache), checked to
+    exist without building the model: :class:`gan.util.MissingWeights` with one paragraph
+    (the file, where it goes, where to get it) when it does not."""
+    spec = _spec(name)
+    if spec.weights is None:
+        raise UserError(f"models: {name} has no ImageNet weights; leave it out of the recipe's pretrained list")
+    expected = weights_file(name)
+    assert expected is not None
+    path = Path(weights) if weights is not None else expected
+    if not path.is_file():
+        raise MissingWeights(_missing_message(name, expected, Path(weights) if weights is not None else None))
+    return path
+
+
 def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | os.PathLike | None = None) -> nn.Module:
     """Build registry model ``name`` with a fresh ``num_classes``-way head.
 
@@ -169,13 +184,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         raise UserError(f"models: num_classes is {num_classes}; a classifier needs at least 2")
     use_weights = pretrained or weights is not None
     if use_weights:  # check before building: a big model takes seconds to initialize
-        if spec.weights is None:
-            raise UserError(f"models: {name} has no ImageNet weights; leave it out of the recipe's pretrained list")
-        expected = weights_file(name)
-        assert expected is not None
-        path = Path(weights) if weights is not None else expected
-        if not path.is_file():
-            raise MissingWeights(_missing_message(name, expected, Path(weights) if weights is not None else None))
+        path = require_weights(name, weights)
     model = spec.build()
     if use_weights:
         try:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from gan.images import square_resize
+from gan.images import square_resize_chw
 from gan.util import UserError, atomic_path
 
 __all__ = [
@@ -172,7 +172,7 @@ def plot_confidence(t: dict[str, Any], gen_conf: np.ndarray, ref_conf: np.ndarra
 
 def _strip(images: Sequence[torch.Tensor], size: int) -> np.ndarray:
     """``[size, n * (size + 2), 3]`` uint8: uint8 ``[3, H, W]`` images side by side (resized to ``size``)."""
-    tiles = [square_resize(np.asarray(img).transpose(1, 2, 0), size, "lanczos") for img in images]  # [size, size, 3]
+    tiles = [square_resize_chw(img, size, "lanczos").permute(1, 2, 0).numpy() for img in images]  # [size, size, 3]
     pad = np.full((size, 2, 3), 255, np.uint8)
     return np.concatenate([np.concatenate([t, pad], 1) for t in tiles], 1)
 

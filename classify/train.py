@@ -47,7 +47,7 @@ from classify import dataset as D
 from classify import loaders as L
 from classify.checkpoint import load_checkpoint, save_checkpoint
 from classify.evaluate import classification_metrics, format_metrics, predict, write_metrics
-from classify.models import MODELS, create_model, weights_file
+from classify.models import MODELS, create_model, require_weights
 from classify.recipe import Recipe, RunConfig, load_recipe, lr_factor, make_optimizer
 from gan import distributed as dist
 from gan import monitor
@@ -227,9 +227,7 @@ def _check_model(model: str, recipe: Recipe, weights: str | os.PathLike | None) 
                         f"--set data.input_size={spec.min_input} or more")
     pretrained = recipe.uses_pretrained(model) or weights is not None
     if pretrained:
-        wf = Path(weights) if weights is not None else weights_file(model)
-        if wf is None or not wf.is_file():
-            create_model(model, 2, pretrained=True, weights=weights)  # raises MissingWeights with the paragraph
+        require_weights(model, weights)
     return pretrained
 
 

@@ -194,7 +194,7 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     from gan import distributed as dist
     from gan import run_config as RC
     from gan.checkpoint import load_checkpoint, new_run_dir, resolve_resume
-    from gan.train import train
+    from gan.train import check_resume_network, train
 
     resume_path = resolve_resume(resume, outdir) if resume else None
     state = load_checkpoint(resume_path) if resume_path is not None else None  # read once
@@ -209,6 +209,8 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     if base is None and config_path is None:
         cfg = RC.with_auto(cfg, dataset.resolution, RC.explicit_keys(values, overrides))
     cfg, dataset = RC.prepare_run(cfg, dataset=dataset)  # resolve and check: fail before any folder
+    if state is not None:
+        check_resume_network(cfg, state, resume_path)  # a mismatch leaves no empty run folder behind
     if dry_run:
         if dist.env_world()[0] == 0:
             click.echo(RC.dry_run(cfg, dataset), nl=False)
@@ -295,6 +297,7 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
     import json
     from pathlib import Path
 
+    from gan.distributed import pick_device
     from gan.metrics import PER_CLASS_NOTE, MetricsOptions, compute_metrics, result_rows
 
     if (network is None) == (fake is None):
@@ -304,7 +307,7 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
     names = tuple(m.strip().lower() for m in metric_list.split(",") if m.strip())
     # A missing weights file is gan.util.MissingWeights: friendly_errors exits with status 2.
     res = compute_metrics(real, network or fake, MetricsOptions(
-        metrics=names, num=num, batch=batch, device=device, inception_weights=inception_weights,
+        metrics=names, num=num, batch=batch, device=pick_device(device), inception_weights=inception_weights,
         vgg_weights=vgg_weights, truncation_psi=trunc, cache_dir=stats_cache, per_class=per_class, progress=progress))
     rows = result_rows({**res, "fake": str(network or fake)})
     dest = Path(out) if out else (Path(network).parent if network else Path("."))

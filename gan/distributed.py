@@ -250,7 +250,7 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 def gather_features(features: torch.Tensor, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Features extracted from shards on every rank -> the features of the whole set.
 
-    Sharded FID: each rank runs :func:`gan.metrics.extract_features` on its share of
+    Sharded FID: each rank runs :func:`gan.extractors.extract_features` on its share of
     the images (e.g. fakes of seeds ``rank, rank + W, ...``) and calls this with
     ``features`` ``[n_r, D]`` and, optionally, the global indices ``order`` ``[n_r]`` of
     its rows; every rank gets ``[N, D]`` in index order (rank order without ``order``).

@@ -36,7 +36,7 @@ from gan.util import MissingWeights, UserError
 
 __all__ = [
     "INCEPTION_FILE", "INCEPTION_URL", "VGG_FILE", "VGG_URL", "POOL", "LOGITS", "VGG_FEATURE", "METRICS",
-    "MissingWeightsError", "parse_training_metrics", "resolve_inception_weights", "resolve_vgg_weights",
+    "parse_training_metrics", "resolve_inception_weights", "resolve_vgg_weights",
     "sha256_file", "load_inception", "load_vgg16", "LOADERS", "Extractors", "load_extractors", "extract_many",
     "extract_features", "make_random_inception",
 ]
@@ -49,9 +49,6 @@ POOL = "2048"              # Inception pool3 features: FID and KID
 LOGITS = "logits_unbiased"  # Inception logits: IS
 VGG_FEATURE = "fc2_relu"   # VGG16 fc2 after ReLU: precision/recall (torch-fidelity's default layer)
 METRICS = ("fid", "kid", "is", "pr")
-
-#: The metrics' name for the one "a weights file is missing" error (exit status 2).
-MissingWeightsError = MissingWeights
 
 
 # ---------------------------------------------------------------------------- names

@@ -24,7 +24,8 @@ from gan.util import UserError, atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "FILTERS", "is_hidden", "is_image_name", "list_images",
-    "to_rgb8", "decode_rgb", "read_rgb", "square_resize", "images_to_uint8", "make_grid", "save_png",
+    "to_rgb8", "decode_rgb", "read_rgb", "square_resize", "square_resize_chw", "images_to_uint8", "make_grid",
+    "save_png",
 ]
 
 #: File extensions read everywhere (compared in lower case).
@@ -140,6 +141,15 @@ def square_resize(rgb: np.ndarray, resolution: int, filter: str = "box") -> np.n
         rgb = np.array(Image.fromarray(np.ascontiguousarray(rgb)).resize((resolution, resolution), flt),
                        dtype=np.uint8)  # a writable copy
     return np.ascontiguousarray(rgb)
+
+
+def square_resize_chw(img: np.ndarray | torch.Tensor, resolution: int, filter: str = "box") -> torch.Tensor:
+    """:func:`square_resize` in the channels-first layout of tensors: uint8 ``[3, H, W]`` ->
+    uint8 ``[3, R, R]`` (a contiguous copy)."""
+    a = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[0] == 3, (a.dtype, a.shape)
+    out = square_resize(a.transpose(1, 2, 0), resolution, filter)  # [R, R, 3]
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))  # [3, R, R]
 
 
 # ---------------------------------------------------------------------------- network output

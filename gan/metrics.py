@@ -43,23 +43,16 @@ import torch
 
 from gan import distributed as dist
 from gan.dataset import open_images
-from gan.extractors import (  # noqa: F401  (the names below are part of this module's interface too)
-    INCEPTION_FILE, INCEPTION_URL, LOGITS, METRICS, POOL, VGG_FEATURE, VGG_FILE, VGG_URL, Extractors,
-    MissingWeightsError, extract_features, extract_many, load_extractors, load_inception, load_vgg16,
-    parse_training_metrics, resolve_inception_weights, resolve_vgg_weights, sha256_file,
-)
+from gan.extractors import POOL, VGG_FEATURE, Extractors, extract_many, load_extractors, parse_training_metrics
 from gan.generate import fake_labels, real_labels, seed_z
-from gan.images import images_to_uint8, list_images, read_rgb, square_resize
+from gan.images import images_to_uint8, list_images, read_rgb, square_resize_chw
 from gan.monitor import LOGGER_NAME
 from gan.util import UserError, atomic_path
 
 __all__ = [
-    "INCEPTION_FILE", "INCEPTION_URL", "VGG_FILE", "VGG_URL", "METRICS", "MissingWeightsError",
-    "resolve_inception_weights", "resolve_vgg_weights", "sha256_file", "load_inception", "load_vgg16",
-    "iter_real_images", "iter_fake_images", "extract_many", "extract_features", "fid_statistics",
-    "fid_from_statistics", "kid_from_features", "is_from_logits", "pr_from_features", "MetricsOptions",
-    "compute_metrics", "evaluate_generator", "source_fingerprint", "real_features", "result_rows",
-    "parse_training_metrics", "TrainingMetrics", "PER_CLASS_NOTE",
+    "iter_real_images", "iter_fake_images", "fid_statistics", "fid_from_statistics", "kid_from_features",
+    "is_from_logits", "pr_from_features", "MetricsOptions", "compute_metrics", "evaluate_generator",
+    "source_fingerprint", "real_features", "result_rows", "TrainingMetrics", "PER_CLASS_NOTE",
 ]
 
 log = logging.getLogger(LOGGER_NAME)
@@ -98,7 +91,7 @@ def _resized(img: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
     """``[3, H, W]`` brought to ``[3, R, R]`` as ``prepare`` would (untouched when already R)."""
     if resolution is None or tuple(img.shape[1:]) == (resolution, resolution):
         return img
-    return torch.from_numpy(square_resize(img.permute(1, 2, 0).numpy(), resolution)).permute(2, 0, 1)
+    return square_resize_chw(img, resolution)
 
 
 def iter_real_images(source: str | os.PathLike, num: Optional[int] = None,

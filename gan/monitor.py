@@ -17,7 +17,8 @@ Both packages write ``stats.jsonl`` through :class:`Monitor`, so its rows have o
 one JSON object per flush (a GAN tick, a classifier epoch), ``{name: {"num", "mean", "std"},
 ..., "timestamp": unix seconds}``; the progress counter is a name like any other
 (``Progress/kimg`` for the GAN, ``Progress/epoch`` for the classifiers). Under torchrun the
-trainer sums the accumulators over ranks before a flush with :meth:`Monitor.reduce`.
+GAN trainer sums the accumulators over ranks before a flush with :meth:`Monitor.reduce`;
+the classifier reports values it has already reduced.
 
 The module-level :func:`report` forwards to the monitor opened most recently with
 ``with Monitor(...)``, and does nothing when none is open (so the loss can report

@@ -1,4 +1,5 @@
-"""Small helpers shared by every stage: user-facing errors, atomic writes, PATH for ninja."""
+"""Small helpers shared by every stage: user-facing errors (``UserError``, ``MissingWeights``),
+atomic writes, the one seed mixer ``derive_seed``, PATH for ninja."""
 
 from __future__ import annotations
 

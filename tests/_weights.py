@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from gan import extractors as E
+
+if TYPE_CHECKING:
+    import pytest
 
 #: Output size of each feature name (the real ones: 2048, 1008, 4096).
 FEATURE_DIMS = {E.POOL: 64, E.LOGITS: 1008, E.VGG_FEATURE: 64}

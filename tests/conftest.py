@@ -173,8 +173,7 @@ def inception_weights(tmp_path_factory) -> Path:
     """A random-weight Inception file (He init) with torch-fidelity's keys. Default init gives
     features ~0, which makes every metric degenerate; He init keeps activations alive.
     The file is named as the real one, so the real loading code is exercised."""
-    from gan.metrics import INCEPTION_FILE
-    from gan.extractors import make_random_inception
+    from gan.extractors import INCEPTION_FILE, make_random_inception
 
     return make_random_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
 

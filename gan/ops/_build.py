@@ -182,10 +182,12 @@ def get_plugin(target: str, verify: Verify | None = None) -> Any | None:
             plugin = _plugins.get(target)
         if plugin is None:
             return None
-    if verify is None or target != "cuda" or not torch.cuda.is_available():
+    if verify is None or target != "cuda":
         return plugin
     key = (target, verify)
-    if key not in _verified:
+    if key not in _verified:  # checked before torch.cuda.is_available(): this runs on every op call
+        if not torch.cuda.is_available():
+            return plugin
         with _lock:
             if key not in _verified:
                 device = torch.device("cuda")

@@ -1,14 +1,17 @@
-"""``classify.plots``: every figure is a readable PNG drawn from plain numbers (the confusion
-matrix: ``test_evaluate.py``; closest pairs and leaks: ``test_leak.py``)."""
+"""``classify.plots``: every figure is a readable PNG drawn from plain numbers (closest pairs and
+leaks: ``test_leak.py``, which makes them from its own runs)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from classify.plots import (MAX_CLASSES_SHOWN, hwc, plot_attributes, plot_confidence, plot_consistency, plot_samples,
-                            shown_classes)
+from classify.evaluate import confusion_matrix
+
+from classify.plots import (MAX_CLASSES_SHOWN, hwc, plot_attributes, plot_confidence, plot_confusion, plot_consistency,
+                            plot_samples, shown_classes)
 
 
 def _task(k: int, reference: bool = True) -> dict:
@@ -52,3 +55,18 @@ def test_attribute_confidence_sample_and_consistency_figures_are_written(tmp_pat
 def test_images_are_drawn_channels_last():
     chw = torch.zeros((3, 5, 7), dtype=torch.uint8)
     assert hwc(chw).shape == (5, 7, 3) and hwc(np.zeros((5, 7, 3))).shape == (5, 7, 3)
+
+
+@pytest.mark.parametrize("k,texts", [(3, 9), (240, 0)])
+def test_confusion_png_prints_cell_counts_only_for_few_classes(tmp_path, monkeypatch, k, texts):
+    import matplotlib.axes
+
+    calls = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, *a, **kw: calls.append(a) or original(self, *a, **kw))
+    rng = np.random.default_rng(1)
+    cm = confusion_matrix(rng.integers(0, k, 5 * k), rng.integers(0, k, 5 * k), k)
+    plot_confusion(cm, [f"person {i}" for i in range(k)], tmp_path / "c.png")
+    assert len(calls) == texts
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.format == "PNG" and min(im.size) >= 400

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gan import extractors as E
-from gan.util import UserError
+from gan.util import MissingWeights, UserError
 from tests._weights import FEATURE_DIMS, load_stub, make_stub_weights, use_stub_extractors
 
 
@@ -66,7 +66,7 @@ def test_load_extractors_builds_what_the_metrics_need_through_the_loader_table(t
     with pytest.raises(UserError, match="choose from fid, kid, is, pr"):
         E.load_extractors(("fid", "fidd"), "cpu", stub)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    with pytest.raises(E.MissingWeightsError, match=E.VGG_FILE):  # resolved before anything is built
+    with pytest.raises(MissingWeights, match=E.VGG_FILE):  # resolved before anything is built
         E.load_extractors(("fid", "pr"), "cpu", stub)
 
 

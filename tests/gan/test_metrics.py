@@ -18,7 +18,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from gan import extractors as E
 from gan import metrics as M
+from gan.util import MissingWeights
 from tests._weights import FEATURE_DIMS, load_stub, make_stub_weights, use_stub_extractors
 
 N = 40  # images a side: enough for a full-rank-ish KID and a finite FID, cheap on 2 cores
@@ -79,17 +81,17 @@ def test_fid_of_a_set_with_itself_is_zero_and_noise_vs_flat_is_large(folders, ar
     if arch == "stub":
         fe = load_stub(request.getfixturevalue("stub_file"))
     else:
-        fe = M.load_inception(request.getfixturevalue("inception_weights"))
-    f_noise = M.extract_features(M.iter_real_images(folders["noise"]), fe, batch=20)
-    f_flat = M.extract_features(M.iter_real_images(folders["flat"]), fe, batch=20)  # recursive folder read
-    assert f_noise.shape == (N, 2048 if arch == "inception" else FEATURE_DIMS[M.POOL]) and f_noise.std() > 0
+        fe = E.load_inception(request.getfixturevalue("inception_weights"))
+    f_noise = E.extract_features(M.iter_real_images(folders["noise"]), fe, batch=20)
+    f_flat = E.extract_features(M.iter_real_images(folders["flat"]), fe, batch=20)  # recursive folder read
+    assert f_noise.shape == (N, 2048 if arch == "inception" else FEATURE_DIMS[E.POOL]) and f_noise.std() > 0
     s_noise, s_flat = M.fid_statistics(f_noise), M.fid_statistics(f_flat)
     same = M.fid_from_statistics(s_noise, s_noise)
     apart = M.fid_from_statistics(s_noise, s_flat)
     assert abs(same) < 1e-3 * apart
     assert apart > 1.0
     # batch-size independence: 7 does not divide 40, so the last batch is partial
-    f7 = M.extract_features(M.iter_real_images(folders["noise"]), fe, batch=7)
+    f7 = E.extract_features(M.iter_real_images(folders["noise"]), fe, batch=7)
     assert M.fid_from_statistics(M.fid_statistics(f7), s_flat) == pytest.approx(apart, rel=1e-4)
 
 
@@ -97,14 +99,14 @@ def test_missing_weights_message_and_exit_status_2(tmp_path, monkeypatch, folder
     from gan.cli import main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    with pytest.raises(M.MissingWeightsError) as exc:
-        M.resolve_inception_weights()
+    with pytest.raises(MissingWeights) as exc:
+        E.resolve_inception_weights()
     msg = str(exc.value)
-    assert M.INCEPTION_FILE in msg and M.INCEPTION_URL in msg
-    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / M.INCEPTION_FILE) in msg
+    assert E.INCEPTION_FILE in msg and E.INCEPTION_URL in msg
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / E.INCEPTION_FILE) in msg
     res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"])])
     assert res.exit_code == 2, res.output
-    assert M.INCEPTION_URL in res.output and "Traceback" not in res.output
+    assert E.INCEPTION_URL in res.output and "Traceback" not in res.output
 
 
 def test_fid_via_network_equals_fid_on_generate_pngs(demo_run, prepared_archive, stub_weights, tmp_path,
@@ -148,7 +150,7 @@ def test_cli_prints_table_and_appends_jsonl_rows(folders, stub_weights, tmp_path
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["metric"] for r in rows] == ["fid", "kid"]
     assert rows[0]["n_real"] == N and rows[0]["n_fake"] == 20 and rows[0]["resolution"] == 32
-    assert rows[0]["weights_sha256"] == M.sha256_file(stub_weights) and rows[0]["value"] > 1.0
+    assert rows[0]["weights_sha256"] == E.sha256_file(stub_weights) and rows[0]["value"] > 1.0
     assert rows[0]["real"] == str(folders["noise"]) and rows[0]["seconds"] > 0
     # appending, not overwriting
     assert CliRunner().invoke(main, args).exit_code == 0
@@ -223,7 +225,7 @@ def test_vgg_weights_missing_for_pr_exits_2_naming_the_file(tmp_path, monkeypatc
     res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"]),
                                     "--metrics", "fid,pr", "--inception-weights", str(stub_weights)])
     assert res.exit_code == 2, res.output
-    assert M.VGG_FILE in res.output and M.VGG_URL in res.output and "Traceback" not in res.output
+    assert E.VGG_FILE in res.output and E.VGG_URL in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"]),
                                     "--metrics", "fid,fidd", "--inception-weights", str(stub_weights)])
     assert res.exit_code != 0 and "fidd" in res.output and "choose from" in res.output
@@ -334,7 +336,7 @@ def test_training_with_metrics_but_no_weights_stops_before_the_run_folder(prepar
                                     "--config", str(M.Path(__file__).parents[2] / "configs/gan/demo.yaml"),
                                     "--metrics", "fid10k", "--no-progress"])
     assert res.exit_code == 2, res.output
-    assert M.INCEPTION_FILE in res.output and not (tmp_path / "runs").exists()
+    assert E.INCEPTION_FILE in res.output and not (tmp_path / "runs").exists()
 
 
 def test_real_folder_of_mixed_sizes_is_resized_to_the_fake_resolution(tmp_path, stub_weights, one_thread):
