@@ -135,10 +135,24 @@ def test_cli_train_reads_config_archive_and_checkpoint_once(prepared_archive, tm
     from gan.config import to_dict
 
     ckpt_path = save_checkpoint(tmp_path / "old" / "checkpoint-000000.064.pt",
-                                {"config": to_dict(_cfg(prepared_archive, "train.batch=8")), "G_ema": {}})
+                                {"config": to_dict(resolve_config(_cfg(prepared_archive, "train.batch=8"),
+                                                                  ImageDataset(prepared_archive))), "G_ema": {}})
     calls.update(load=[], open=0, ckpt=0, train=[])
     res = CliRunner().invoke(main, ["train", "--outdir", str(tmp_path / "r3"), "--resume", str(ckpt_path)])
     assert res.exit_code == 0, res.output
     assert calls["ckpt"] == 1 and len(calls["load"]) == 1 and calls["open"] == 1
     cfg, kwargs = calls["train"][0]
     assert kwargs["state"]["config"]["train"]["batch"] == 8 and cfg.train.batch == 8
+
+
+def test_cli_resume_into_another_network_fails_before_a_run_folder_is_made(prepared_archive, tmp_path):
+    from gan.checkpoint import save_checkpoint
+    from gan.config import to_dict
+
+    other = resolve_config(_cfg(prepared_archive, "network.z_dim=16", "network.w_dim=16"), ImageDataset(prepared_archive))
+    ckpt = save_checkpoint(tmp_path / "old" / "checkpoint-000000.064.pt", {"config": to_dict(other), "G_ema": {}})
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["train", "--data", str(prepared_archive), "--outdir", str(out),
+                                    "--config", str(DEMO), "--resume", str(ckpt)])
+    assert res.exit_code == 1 and "the network differs" in res.output and "z_dim" in res.output
+    assert not out.exists() or not any(out.iterdir())  # no empty run folder left behind
