@@ -174,8 +174,9 @@ def models_cmd() -> None:
 
 
 @main.command("score")
-@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="GAN checkpoint (checkpoint-*.pt of mtf-gan train) whose G_ema draws the faces to score.")
+@click.option("--network", type=click.Path(dir_okay=False), default=None,
+              help="GAN checkpoint (checkpoint-*.pt of mtf-gan train, a file of mtf-gan import, or a published "
+                   "StyleGAN2-ADA .pkl, read without executing it) whose G_ema draws the faces to score.")
 @click.option("--images", type=click.Path(exists=True), default=None,
               help="Instead of --network: a folder of images (read recursively) or a prepared archive.")
 @click.option("--num", type=click.IntRange(min=1), default=None,

@@ -88,6 +88,13 @@ def _check_options(o: ScoreOptions) -> None:
                         f"written over an earlier one)")
     if (o.network is None) == (o.images is None):
         raise UserError("pass exactly one of --network CKPT (score a generator) or --images DIR (score a folder)")
+    if o.network is not None and not Path(o.network).is_file():
+        if Path(o.network).suffix.lower() == ".pkl":
+            from gan.published import load_published_pickle
+
+            load_published_pickle(o.network)  # raises MissingWeights: where to get it (exit 2)
+        raise UserError(f"--network {o.network}: no such file; pass a checkpoint-*.pt, a file of `mtf-gan import` "
+                        f"or a published .pkl")
     if o.predictions is not None and Path(o.predictions).exists():
         raise UserError(f"--predictions {o.predictions} exists; pass a new file name (nothing is overwritten)")
     if o.nn_space not in ("auto", "face", "pixels"):
@@ -109,6 +116,8 @@ def _gan_training_archive(network: str | os.PathLike) -> Optional[Path]:
     """The training archive named in a GAN checkpoint's config (``data.path``), found here, or None."""
     from gan.checkpoint import load_checkpoint
 
+    if Path(network).suffix.lower() == ".pkl":  # a published network: its training set is not ours
+        return None
     state = load_checkpoint(network)
     path = (state.get("config") or {}).get("data", {}).get("path")
     return resolve_recorded(path, Path(network).parent) if path else None

@@ -166,6 +166,12 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
               help="auto = cuda when available [default: auto]; CPU runs in float32.")
 @click.option("--resume", default=None, metavar="latest|PATH",
               help="Continue from the newest checkpoint under --outdir, a run folder or a checkpoint file.")
+@click.option("--init", "init", default=None, metavar="SRC",
+              help="Start a new run from SRC's weights (transfer learning): a published StyleGAN2-ADA .pkl or a "
+                   "checkpoint of ours; the network config comes from SRC. Not with --resume.")
+@click.option("--freeze-d", "freeze_d", type=click.IntRange(min=0), default=None,
+              help="Freeze the discriminator's first N layers, counted from the image as the published "
+                   "--freezed (Freeze-D, Mo et al. 2020) [default: 0].")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and G/D parameter counts, then exit.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set augment.mode=none (repeatable; wins over flags).")
@@ -181,9 +187,9 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @friendly_errors
 def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool | None, mirror: bool | None,
               kimg: float | None, batch: int | None, batch_gpu: int | None, gamma: float | None,
-              snap: float | None, seed: int | None, device: str | None, resume: str | None, dry_run: bool,
-              overrides: tuple[str, ...], metric_list: str | None, inception_weights: str | None, progress: bool,
-              dist_timeout: float) -> None:
+              snap: float | None, seed: int | None, device: str | None, resume: str | None, init: str | None,
+              freeze_d: int | None, dry_run: bool, overrides: tuple[str, ...], metric_list: str | None,
+              inception_weights: str | None, progress: bool, dist_timeout: float) -> None:
     """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/).
 
     Several GPUs or nodes: launch with torchrun, e.g. `torchrun --standalone --nproc_per_node=8
@@ -193,27 +199,36 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
 
     from gan import distributed as dist
     from gan import run_config as RC
-    from gan.checkpoint import load_checkpoint, new_run_dir, resolve_resume
+    from gan.checkpoint import load_resume_state, new_run_dir, resolve_resume
     from gan.train import check_resume_network, train
+    from gan.transfer import prepare, preview
 
+    if init is not None and resume is not None:
+        raise click.UsageError("--init and --resume are exclusive: --init starts a new run from SRC's weights, "
+                               "--resume continues a run (its weights come from the checkpoint); pass one")
     resume_path = resolve_resume(resume, outdir) if resume else None
-    state = load_checkpoint(resume_path) if resume_path is not None else None  # read once
+    state = load_resume_state(resume_path) if resume_path is not None else None  # read once
     base = state["config"] if state is not None and config_path is None else None
     flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
              "train.batch": batch, "train.batch_gpu": batch_gpu, "loss.r1_gamma": gamma, "train.snap_kimg": snap,
              "train.seed": seed, "train.device": device, "train.inception_weights": inception_weights,
+             "train.init": init, "train.freeze_d": freeze_d,
              "train.metrics": [m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else None}
     values = {k: v for k, v in flags.items() if v is not None}  # typed, as click parsed them
     cfg = RC.load_run_config(config_path, overrides, base=base, values=values)
     dataset = RC.open_dataset(cfg.data)  # opened once, for the auto rule and every check
+    explicit = RC.explicit_keys(values, overrides)
     if base is None and config_path is None:
-        cfg = RC.with_auto(cfg, dataset.resolution, RC.explicit_keys(values, overrides))
-    cfg, dataset = RC.prepare_run(cfg, dataset=dataset)  # resolve and check: fail before any folder
+        cfg = RC.with_auto(cfg, dataset.resolution, explicit)
+    # Resolve (with --init: SRC's network, the transfer conventions) and check: fail before any folder.
+    cfg, dataset, src = prepare(cfg, dataset=dataset, explicit=explicit, resuming=state is not None)
     if state is not None:
         check_resume_network(cfg, state, resume_path)  # a mismatch leaves no empty run folder behind
     if dry_run:
         if dist.env_world()[0] == 0:
             click.echo(RC.dry_run(cfg, dataset), nl=False)
+            for line in preview(cfg, src):  # what --init and --freeze-d would do
+                click.echo(f"# {line}")
         return
     desc = RC.describe(cfg, Path(cfg.data.path).stem) + ("-resume" if resume_path else "")
     with dist.session(cfg.train.device, dist_timeout):
@@ -229,15 +244,39 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
             raise UserError(value)
         run_dir = Path(value)
         result = train(cfg, run_dir, resume=resume_path, progress=progress, dist_timeout=dist_timeout,
-                       dataset=dataset, state=state)
+                       dataset=dataset, state=state, init_state=src)
     if dist.env_world()[0] == 0:
         click.echo(f"done: {result['cur_nimg'] / 1000:g} kimg; run folder {run_dir}; last checkpoint "
                    f"{result['checkpoint'].name if result['checkpoint'] else '-'}")
 
 
+# ---------------------------------------------------------------------------- import
+@main.command("import")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dest", type=click.Path(dir_okay=False))
+@friendly_errors
+def import_cmd(src: str, dest: str) -> None:
+    """Convert a published StyleGAN2-ADA network pickle SRC.pkl into a checkpoint DEST.pt.
+
+    Nothing in SRC is executed: the pickle is read with a closed list of allowed globals
+    and its embedded Python sources are only hashed. DEST (G, D, G_ema, the network
+    config and where it came from) loads with weights_only=True; it must not exist.
+    """
+    from gan.checkpoint import import_network
+    from gan.published import describe_import
+
+    state = import_network(src, dest)
+    for line in describe_import(state):
+        click.echo(line)
+    click.echo(f"wrote {dest} (G, D, G_ema{'' if state['provenance']['has_G_ema'] else ' = G'}); use it with "
+               f"--network or `mtf-gan train --init {dest}`")
+
+
 # ---------------------------------------------------------------------------- generate
 @main.command("generate")
-@click.option("--network", required=True, type=click.Path(dir_okay=False), help="A checkpoint-*.pt of `mtf-gan train`.")
+@click.option("--network", required=True, type=click.Path(dir_okay=False),
+              help="A checkpoint-*.pt of `mtf-gan train`, a file of `mtf-gan import`, or a published StyleGAN2-ADA "
+                   ".pkl (read without executing it).")
 @click.option("--seeds", default="0-63", show_default=True, help="Seeds, e.g. 0-63 or 1,5,10-12.")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
               help="Truncation psi (0.7 is typical; 1 = none).")
@@ -265,8 +304,9 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
 
 @main.command("metrics")
 @click.option("--real", required=True, type=click.Path(exists=True), help="Prepared archive (zip) or image folder.")
-@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Checkpoint: fakes are drawn from its G_ema (seeds 0..num-1).")
+@click.option("--network", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint (ours, imported, or a published .pkl): fakes are drawn from its G_ema "
+                   "(seeds 0..num-1).")
 @click.option("--fake", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of fake images.")
 @click.option("--metrics", "metric_list", default="fid,kid", show_default=True,
               help="Comma list of fid, kid, is (Inception score), pr (precision/recall, VGG16).")

@@ -425,11 +425,11 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, options: O
     t0 = time.time()
     opts = _options(options, overrides)
     fake_path = Path(fake)
-    if fake_path.is_file():
+    if fake_path.is_file() or fake_path.suffix.lower() == ".pkl":  # a missing .pkl: where to get it (exit 2)
         from gan.checkpoint import load_generator
 
-        ex = load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
         G = load_generator(fake_path, opts.device)
+        ex = load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
         return evaluate_generator(G, real, opts, extractors=ex)
     if not fake_path.is_dir():
         raise UserError(f"--fake/--network {fake_path}: no such checkpoint file or image folder")

@@ -7,7 +7,9 @@ the published StyleGAN2-ADA ``auto`` rule fills batch, gamma and EMA from the da
 resolution (:func:`auto_settings`, :func:`with_auto`). :func:`prepare_run` opens the archive
 once, copies the data's resolution, channels and label size into the network config and
 runs every guard that must fail before a folder is made or a network is built; the CLI and
-:func:`gan.train.train` both go through it, and each does it once.
+:func:`gan.train.train` both go through it, and each does it once, inside
+:func:`gan.transfer.prepare`, which first applies ``train.init`` (SRC's network and the
+transfer conventions) and afterwards checks what a transfer and ``train.freeze_d`` need.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class TrainConfig:
     metrics: tuple[str, ...] = ()       # --metrics: fid<N>k / kid<N>k of G_ema at every snapshot
     inception_weights: Optional[str] = None  # Inception file for metrics (null: torch's hub cache)
     metrics_cache: Optional[str] = None      # real-feature cache (null: <outdir>/.metrics-cache)
+    init: Optional[str] = None          # --init: the network this run started from (a .pkl or checkpoint;
+                                        # recorded, applied only when the run starts: gan.transfer)
+    freeze_d: int = 0                   # --freeze-d: freeze D's first N layers (Mo et al. 2020; as --freezed)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -100,6 +105,10 @@ class TrainConfig:
             raise ValueError(f"train.batch_gpu={self.batch_gpu} must be >= 1 (or null for a rank's whole share)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
+        if self.freeze_d < 0:
+            raise ValueError(f"train.freeze_d={self.freeze_d} must be >= 0 (0 = train every layer of D)")
+        if self.init is not None and not self.init.strip():
+            raise ValueError("train.init is empty; pass --init SRC.pkl|checkpoint.pt or leave it null")
         if min(self.grid) < 1:
             raise ValueError(f"train.grid={list(self.grid)} needs at least one column and row")
         try:
@@ -192,9 +201,11 @@ def check_config(cfg: RunConfig, dataset, world_size: int = 1) -> None:
 
 
 def describe(cfg: RunConfig, dataset_name: str) -> str:
-    """Run-folder description, e.g. ``mtf-32-cond-batch16-gamma0.0064``."""
+    """Run-folder description, e.g. ``mtf-32-cond-batch16-gamma0.0064`` (``-init``, ``-freezed10``
+    for a run started from another network, with Freeze-D)."""
     parts = [dataset_name, "cond" if cfg.data.cond else None, "mirror" if cfg.data.mirror else None,
-             f"batch{cfg.train.batch}", f"gamma{cfg.loss.r1_gamma:g}"]
+             f"batch{cfg.train.batch}", f"gamma{cfg.loss.r1_gamma:g}", "init" if cfg.train.init else None,
+             f"freezed{cfg.train.freeze_d}" if cfg.train.freeze_d else None]
     return "-".join(p for p in parts if p)
 
 
@@ -253,7 +264,8 @@ def prepare_run(cfg: RunConfig, world_size: Optional[int] = None, dataset: Optio
     """``(resolved cfg, dataset)``: open the archive (unless given), take the network's
     resolution, channels and label size from it, and run every guard of
     :func:`check_config` for ``world_size`` processes (default: torchrun's environment).
-    Call it once per run: its result is what :func:`gan.train.train` and :func:`dry_run` take."""
+    Call it once per run: its result is what :func:`gan.train.train` and :func:`dry_run` take.
+    Runs go through :func:`gan.transfer.prepare`, which wraps this with ``--init`` and ``--freeze-d``."""
     if dataset is None:
         dataset = open_dataset(cfg.data)
     cfg = resolve_config(cfg, dataset)

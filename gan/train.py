@@ -33,6 +33,12 @@ the data order comes from :class:`gan.dataset.InfiniteSampler` started at ``cur_
 checkpoint holds the networks, both optimizers' moments, the EMA generator, the ADA
 controller, ``pl_mean`` and the counters, so a run resumed from a snapshot continues
 bit-identically on the same device and thread count (``tests/gan/test_train.py``).
+
+Transfer learning (:mod:`gan.transfer`). ``train.init`` starts a new run from another
+network's weights (copied into the freshly built networks by :func:`build`; counters,
+optimizers and ADA at zero); ``train.freeze_d`` keeps D's first layers out of D's optimizer
+and never lets them require a gradient, so they stay bit-identical to SRC's. A resumed run
+rebuilds the same optimizer layout and takes its weights from the checkpoint, never from SRC.
 """
 
 from __future__ import annotations
@@ -46,21 +52,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
 from gan import distributed as dist
 from gan import monitor
+from gan import transfer
 from gan.augment import AdaController, AugmentPipe
-from gan.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
+from gan.checkpoint import checkpoint_name, load_resume_state, read_network, save_checkpoint
 from gan.config import from_dict, save_config, to_dict
 from gan.dataset import ImageDataset, InfiniteSampler
 from gan.images import images_to_uint8, make_grid, save_png
 from gan.loss import StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
 from gan.metrics import TrainingMetrics
 from gan.networks import NetworkConfig, build_discriminator, build_generator
-from gan.run_config import RunConfig, TrainConfig, batch_plans, prepare_run
+from gan.run_config import RunConfig, TrainConfig, batch_plans
 from gan.util import UserError
 
 __all__ = ["train", "TrainingDiverged", "build", "restore", "update_ema", "check_finite", "report_tick", "snapshot"]
@@ -119,6 +126,7 @@ class _Phase:
     module: torch.nn.Module
     opt: torch.optim.Optimizer
     interval: int
+    params: list[torch.nn.Parameter]  # what the phase trains: all of module's but Freeze-D's frozen layers
 
 
 @dataclass
@@ -137,18 +145,25 @@ class Run:
     cur_nimg: int = 0
     batch_idx: int = 0
     tick: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)  # init and Freeze-D lines for the log
 
 
-def build(cfg: RunConfig, device: torch.device, collect_w: bool = False) -> Run:
+def build(cfg: RunConfig, device: torch.device, collect_w: bool = False, src: Optional[dict] = None) -> Run:
     """Networks (initialisation a function of the seed alone), EMA copy, ADA, loss, the lazy
     Adam optimizers and the phase list (Karras et al. 2020, StyleGAN2 sec. 3.1 lazy regularization).
     ``collect_w``: the batch is computed in pieces, so the loss sums the latents that move
-    ``w_avg`` for the trainer to rebuild the global update."""
+    ``w_avg`` for the trainer to rebuild the global update. ``src``: the network of ``--init``
+    (:func:`gan.transfer.transfer_weights`); D's optimizer leaves out Freeze-D's frozen layers."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         G = build_generator(cfg.network).train().requires_grad_(False).to(device)
         D = build_discriminator(cfg.network).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
+    notes = []
+    if src is not None:  # new tensors keep the seed's initialisation, the same in G and G_ema
+        notes += transfer.describe_transfer(transfer.transfer_weights(G, D, G_ema, src, cfg), src, cfg)
+    d_params, frozen = transfer.freeze_d(D, cfg.train.freeze_d)  # kept out of D_opt, never requiring grad
+    notes += transfer.describe_freeze(cfg, D, frozen)
     pipe = None
     if cfg.augment.mode != "none":
         pipe = AugmentPipe.from_config(cfg.augment).train().requires_grad_(False).to(device)
@@ -157,15 +172,16 @@ def build(cfg: RunConfig, device: torch.device, collect_w: bool = False) -> Run:
     lc, oc = cfg.loss, cfg.optim
     g_reg = lc.pl_interval if lc.pl_weight > 0 else None
     d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
-    G_opt = lazy_adam(G.parameters(), oc.g_lr, oc.betas, oc.eps, g_reg)
-    D_opt = lazy_adam(D.parameters(), oc.d_lr, oc.betas, oc.eps, d_reg)
-    phases = [_Phase("Gmain", G, G_opt, 1)]
+    g_params = list(G.parameters())
+    G_opt = lazy_adam(g_params, oc.g_lr, oc.betas, oc.eps, g_reg)
+    D_opt = lazy_adam(d_params, oc.d_lr, oc.betas, oc.eps, d_reg)
+    phases = [_Phase("Gmain", G, G_opt, 1, g_params)]
     if g_reg:
-        phases.append(_Phase("Greg", G, G_opt, g_reg))
-    phases.append(_Phase("Dmain", D, D_opt, 1))
+        phases.append(_Phase("Greg", G, G_opt, g_reg, g_params))
+    phases.append(_Phase("Dmain", D, D_opt, 1, d_params))
     if d_reg:
-        phases.append(_Phase("Dreg", D, D_opt, d_reg))
-    return Run(G, D, G_ema, G_opt, D_opt, pipe, ada, loss, phases)
+        phases.append(_Phase("Dreg", D, D_opt, d_reg, d_params))
+    return Run(G, D, G_ema, G_opt, D_opt, pipe, ada, loss, phases, notes=notes)
 
 
 def restore(run: Run, state: dict, device: torch.device, rank0: bool) -> None:
@@ -184,13 +200,22 @@ def restore(run: Run, state: dict, device: torch.device, rank0: bool) -> None:
 
 
 def check_resume_network(cfg: RunConfig, state: dict, resume: Any) -> None:
-    """A checkpoint resumes only into the same network (a clear error listing what differs)."""
-    saved = from_dict(RunConfig, state["config"]).network
+    """A checkpoint resumes only into the same network and the same Freeze-D (its optimizer
+    layout), and never re-applies an init: a clear error listing what differs."""
+    saved_cfg = from_dict(RunConfig, state["config"])
+    saved = saved_cfg.network
     if saved != cfg.network:
         diff = [f"{f.name} {getattr(saved, f.name)!r} (checkpoint) vs {getattr(cfg.network, f.name)!r}"
                 for f in dataclasses.fields(NetworkConfig) if getattr(saved, f.name) != getattr(cfg.network, f.name)]
         raise UserError(f"--resume {resume}: the network differs from this run's: {'; '.join(diff)}; "
                         f"resume with the checkpoint's config (omit --config) or start a new run")
+    if saved_cfg.train.freeze_d != cfg.train.freeze_d:
+        raise UserError(f"--resume {resume}: freeze_d {saved_cfg.train.freeze_d} (checkpoint) vs "
+                        f"{cfg.train.freeze_d}; a run resumes with the layers it froze: drop --freeze-d "
+                        f"(or pass --freeze-d {saved_cfg.train.freeze_d})")
+    if cfg.train.init is not None and cfg.train.init != saved_cfg.train.init:
+        raise UserError(f"--resume {resume} with --init {cfg.train.init}: --init and --resume are exclusive "
+                        f"(a resumed run takes its weights from the checkpoint); pass one of them")
 
 
 @torch.no_grad()
@@ -220,15 +245,18 @@ def _format_time(seconds: float) -> str:
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = None, progress: bool = True,
           console: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT_S, *,
-          dataset: Optional[ImageDataset] = None, state: Optional[dict] = None) -> dict[str, Any]:
+          dataset: Optional[ImageDataset] = None, state: Optional[dict] = None, init_state: Optional[dict] = None,
+          explicit: Iterable[str] = ()) -> dict[str, Any]:
     """Train per ``cfg`` into the existing folder ``run_dir``; returns a summary dict.
 
     ``resume``: a checkpoint to continue from (its network config must equal ``cfg``'s;
-    counters, optimizers, EMA, ADA state and ``pl_mean`` come from it). ``progress``
-    shows a tqdm bar; ``console`` logs to stdout besides ``log.txt``. A caller that has
-    already run :func:`gan.run_config.prepare_run` passes its ``dataset`` (and ``cfg`` as it
-    returned it), and one that has read the checkpoint passes it as ``state``: nothing is
-    opened, resolved, checked or read twice.
+    counters, optimizers, EMA, ADA state and ``pl_mean`` come from it). ``cfg.train.init``
+    on a new run: start from that network (:mod:`gan.transfer`; ``explicit``: the dotted keys
+    the caller set on purpose, which SRC must not contradict and the transfer conventions
+    leave alone). ``progress`` shows a tqdm bar; ``console`` logs to stdout besides
+    ``log.txt``. A caller that has already run :func:`gan.transfer.prepare` passes its
+    ``dataset`` and SRC (``init_state``) with ``cfg`` as it returned them, and one that has
+    read the checkpoint passes it as ``state``: nothing is opened, resolved, checked or read twice.
 
     Raises :class:`gan.util.UserError` for bad input (before anything heavy starts) and
     :class:`TrainingDiverged` when a loss turns non-finite (checked at tick boundaries;
@@ -239,17 +267,22 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = No
     hung rank ends the job. Without torchrun it is a plain single-process run.
     """
     with dist.session(cfg.train.device, dist_timeout) as device:
+        resuming = state is not None or resume is not None
         if dataset is None:
-            cfg, dataset = prepare_run(cfg, dist.world_size())
+            cfg, dataset, init_state = transfer.prepare(cfg, dist.world_size(), explicit=explicit, resuming=resuming,
+                                                        src=init_state)
         if state is None and resume is not None:
-            state = load_checkpoint(resume)
+            state = load_resume_state(resume)
         if state is not None:
             check_resume_network(cfg, state, resume)
-        return _train_on(cfg, Path(run_dir), device, dataset, state, resume, progress, console)
+        elif cfg.train.init is not None and init_state is None:
+            init_state = read_network(cfg.train.init)  # a caller that resolved cfg but kept SRC
+        return _train_on(cfg, Path(run_dir), device, dataset, state, resume, progress, console,
+                         None if state is not None else init_state)
 
 
 def _train_on(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, state: Optional[dict],
-              resume: Any, progress: bool, console: bool) -> dict[str, Any]:
+              resume: Any, progress: bool, console: bool, src: Optional[dict] = None) -> dict[str, Any]:
     if dist.is_rank0():
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -262,7 +295,7 @@ def _train_on(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: Imag
         torch.set_num_threads(cfg.train.threads)
     try:
         with monitor.Monitor(run_dir, rank=dist.rank()) as mon:
-            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress and dist.is_rank0())
+            return _train(cfg, run_dir, device, dataset, state, resume, mon, progress and dist.is_rank0(), src)
     finally:
         torch.set_num_threads(threads)
         monitor.close_logging()
@@ -281,6 +314,8 @@ def _log_setup(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: Ima
     log.info("dataset: %r", dataset)
     log.info("G: %s parameters; D: %s parameters", f"{sum(p.numel() for p in run.G.parameters()):,}",
              f"{sum(p.numel() for p in run.D.parameters()):,}")
+    for line in run.notes:
+        log.info("%s", line)
 
 
 def _loader(cfg: RunConfig, dataset: ImageDataset, device: torch.device, start: int, rows: list[int]):
@@ -293,7 +328,7 @@ def _loader(cfg: RunConfig, dataset: ImageDataset, device: torch.device, start: 
 
 
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, state: Optional[dict],
-           resume: Any, mon: monitor.Monitor, progress: bool) -> dict[str, Any]:
+           resume: Any, mon: monitor.Monitor, progress: bool, src: Optional[dict] = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     t = cfg.train
@@ -304,7 +339,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         torch.backends.cudnn.allow_tf32 = t.tf32
     rank0, world = dist.is_rank0(), dist.world_size()
     main_plan, greg_plan = batch_plans(cfg, world, dist.rank())
-    run = build(cfg, device, collect_w=world > 1 or any(max(p.rounds_per_rank) > 1 for p in (main_plan, greg_plan)))
+    run = build(cfg, device, collect_w=world > 1 or any(max(p.rounds_per_rank) > 1 for p in (main_plan, greg_plan)),
+                src=src)
     _log_setup(cfg, run_dir, device, dataset, run, main_plan)
     if state is not None:
         restore(run, state, device, rank0)
@@ -526,7 +562,8 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
     w0 = w_avg.detach().clone() if w_sync else None
     loss.take_w_sum()  # start this phase's sum afresh
 
-    ph.module.requires_grad_(True)
+    for p in ph.params:  # not Freeze-D's layers: they never require a gradient (R1 still reaches the reals)
+        p.requires_grad_(True)
     ph.opt.zero_grad(set_to_none=True)
     pl0 = pl_batch_mean = None
     if ph.name == "Greg" and split:
@@ -547,7 +584,8 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
             ada.accumulate(real_logits)
         finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()
         first_bad.copy_(torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, cur_nimg), first_bad))
-    ph.module.requires_grad_(False)
+    for p in ph.params:
+        p.requires_grad_(False)
     if world > 1:
         dist.all_reduce_grads(ph.module.parameters())
     nan_to_num_grads(ph.module)

@@ -31,8 +31,11 @@ class MissingWeights(UserError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    ``overwrite=False``: the temporary is hard-linked to ``path`` instead, which fails with
+    ``FileExistsError`` if something appeared under that name meanwhile (never replaced).
 
     A crash, an exception or Ctrl-C mid-way leaves no half-written file under the
     final name (the temporary is removed, or at worst left as ``.<name>.tmp-*``).
@@ -50,7 +53,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        if overwrite:
+            os.replace(tmp_path, path)
+        else:
+            os.link(tmp_path, path)
+            tmp_path.unlink()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

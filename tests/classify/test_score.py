@@ -218,3 +218,17 @@ def test_cli_refuses_a_non_empty_outdir(tmp_path, trained_classifiers):
                                     "--classifier", str(trained_classifiers["gender"]), "--outdir", str(out)])
     assert res.exit_code == 1 and "not empty" in res.output and "Traceback" not in res.output
     assert (out / "report.json").read_text() == "{}"
+
+
+def test_a_published_pkl_is_scored_and_needs_a_reference(tmp_path, prepared_archive, trained_classifiers, one_thread):
+    """``--network`` takes a published StyleGAN2-ADA pickle (read without executing it); its
+    training set is not one of ours, so the real side must be named."""
+    from tests._settings import shared_fixture
+
+    pkl = shared_fixture("sg2a-tiny-uncond.pkl")
+    with pytest.raises(UserError, match="--reference"):
+        _score(tmp_path / "a", [trained_classifiers["gender"]], network=pkl, num=8)
+    rep = _score(tmp_path / "r", [trained_classifiers["gender"]], network=pkl, num=8, reference=prepared_archive)
+    assert rep["generated"]["network"] == str(pkl) and not rep["reference"]["is_training_archive"]
+    gender = rep["tasks"]["gender"]
+    assert gender["generated"]["num"] == 8 and sum(gender["generated"]["share"]) == pytest.approx(1.0)

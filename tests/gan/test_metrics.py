@@ -360,3 +360,23 @@ def test_real_folder_of_mixed_sizes_is_resized_to_the_fake_resolution(tmp_path, 
                             cache_dir=tmp_path / "cache")
     assert res["n_real"] == res["n_fake"] == 6 and res["resolution"] == 32 and np.isfinite(res["fid"])
     assert "box filter" in res["resize"]
+
+
+def test_metrics_take_a_published_pkl_and_its_import_alike(folders, stub_weights, tmp_path, one_thread):
+    """``--network`` reads a published StyleGAN2-ADA pickle (safely, on the fly) as it reads the
+    file ``mtf-gan import`` makes of it: the same fakes, the same FID."""
+    from gan.cli import main
+    from tests._settings import shared_fixture
+
+    pkl = shared_fixture("sg2a-tiny-uncond.pkl")
+    pt = tmp_path / "imported.pt"
+    assert CliRunner().invoke(main, ["import", str(pkl), str(pt)]).exit_code == 0
+    for net in (pkl, pt):
+        res = CliRunner().invoke(main, ["metrics", "--real", str(folders["noise"]), "--network", str(net),
+                                        "--metrics", "fid", "--num", "16", "--batch", "16", "--no-progress",
+                                        "--inception-weights", str(stub_weights), "--out", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["fake"] for r in rows] == [str(pkl), str(pt)]
+    values = [r["value"] for r in rows]
+    assert values[0] == pytest.approx(values[1], rel=1e-6) and values[0] > 0

@@ -113,7 +113,7 @@ def test_cli_train_reads_config_archive_and_checkpoint_once(prepared_archive, tm
     monkeypatch.setattr(RC, "load_run_config", load)
     monkeypatch.setattr(RC, "open_dataset", open_)
     monkeypatch.setattr(gan.checkpoint, "load_checkpoint", ckpt)
-    monkeypatch.setattr(gan.train, "load_checkpoint", ckpt)
+    # gan.train and the CLI read checkpoints through gan.checkpoint.load_resume_state, which calls this.
     monkeypatch.setattr(gan.train, "train", lambda cfg, run_dir, **k: calls["train"].append((cfg, k)) or
                         {"cur_nimg": 0, "checkpoint": None})
     args = ["train", "--data", str(prepared_archive), "--outdir", str(tmp_path / "runs"), "--config", str(DEMO),
