@@ -28,8 +28,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q --durations=15 -m slow tests
 
+# MTF_CACHE_DIR (metric and classifier caches, weights hashes) inside demo-out: the demo writes
+# nothing under the home folder, and `make clean-demo` removes it all.
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh demo-out
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MTF_CACHE_DIR="$(CURDIR)/demo-out/cache" bash scripts/demo.sh demo-out
 
 clean-demo:
 	rm -rf demo-out

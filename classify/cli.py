@@ -27,7 +27,8 @@ _DATA = click.option("--data", required=True, type=click.Path(exists=True, file_
                      help="Root of the curated MTF trees (<task>/{train,val,test}/<class>/*) or one task folder.")
 _DEVICE = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                      help="Where decoded images are cached [default: $MTF_CACHE_DIR or ~/.cache/mtf-faces/classify].")
+                      help="Where decoded images are cached [default: $MTF_CACHE_DIR/classify; MTF_CACHE_DIR "
+                           "defaults to ~/.cache/mtf-faces].")
 _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Override a recipe key, e.g. --set train.epochs=20 (repeatable; unknown keys are errors).")
 _RECIPE = click.option("--recipe", default=None, metavar="NAME|FILE.yaml",

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from gan.images import IMAGE_EXTENSIONS, decode_rgb, square_resize
-from gan.util import UserError, atomic_path, atomic_write_text, derive_seed
+from gan.util import UserError, atomic_path, atomic_write_text, cache_root, derive_seed
 
 __all__ = [
     "TASKS",
@@ -365,11 +365,11 @@ def scan_task(
 
 
 def default_cache_dir() -> Path:
-    """``$MTF_CACHE_DIR`` or ``$XDG_CACHE_HOME/mtf-faces/classify`` (``~/.cache/...``)."""
-    if os.environ.get("MTF_CACHE_DIR"):
-        return Path(os.environ["MTF_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mtf-faces" / "classify"
+    """``$MTF_CACHE_DIR/classify``: the decoded images' folder below the one cache root
+    (:func:`gan.util.cache_root`: ``$MTF_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtf-faces``, else
+    ``~/.cache/mtf-faces``), beside the metrics' ``stats/``. Before, ``$MTF_CACHE_DIR`` itself
+    was this folder; without the variable the folder is where it was."""
+    return cache_root() / "classify"
 
 
 def _decode(path: Path, size: int) -> np.ndarray:

@@ -164,8 +164,12 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialisation and every draw.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="auto = cuda when available [default: auto]; CPU runs in float32.")
-@click.option("--resume", default=None, metavar="latest|PATH",
-              help="Continue from the newest checkpoint under --outdir, a run folder or a checkpoint file.")
+@click.option("--resume", default=None, metavar="latest|auto|PATH",
+              help="Continue from the newest checkpoint under --outdir (latest; auto: or start fresh when there "
+                   "is none, for job scripts that are requeued), a run folder or a checkpoint file.")
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Keep only the newest N checkpoints of the run (older ones are deleted once a new one is "
+                   "complete) [default: all].")
 @click.option("--init", "init", default=None, metavar="SRC",
               help="Start a new run from SRC's weights (transfer learning): a published StyleGAN2-ADA .pkl or a "
                    "checkpoint of ours; the network config comes from SRC. Not with --resume.")
@@ -187,13 +191,17 @@ def doctor_cmd(targets: tuple[str, ...]) -> None:
 @friendly_errors
 def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool | None, mirror: bool | None,
               kimg: float | None, batch: int | None, batch_gpu: int | None, gamma: float | None,
-              snap: float | None, seed: int | None, device: str | None, resume: str | None, init: str | None,
+              snap: float | None, seed: int | None, device: str | None, resume: str | None, keep: int | None,
+              init: str | None,
               freeze_d: int | None, dry_run: bool, overrides: tuple[str, ...], metric_list: str | None,
               inception_weights: str | None, progress: bool, dist_timeout: float) -> None:
     """Train a StyleGAN2-ADA generator on a prepared archive (writes OUTDIR/NNNNN-<desc>/).
 
     Several GPUs or nodes: launch with torchrun, e.g. `torchrun --standalone --nproc_per_node=8
     $(which mtf-gan) train ...`; --batch stays the global batch and only rank 0 writes files.
+
+    SIGTERM, SIGUSR1 or Ctrl-C stop the run at the next step with a checkpoint of its exact
+    state and exit status 3; `--resume latest` (or `auto`) continues it bit-identically.
     """
     from pathlib import Path
 
@@ -203,16 +211,17 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     from gan.train import check_resume_network, train
     from gan.transfer import prepare, preview
 
-    if init is not None and resume is not None:
+    if init is not None and resume is not None and resume != "auto":
         raise click.UsageError("--init and --resume are exclusive: --init starts a new run from SRC's weights, "
-                               "--resume continues a run (its weights come from the checkpoint); pass one")
-    resume_path = resolve_resume(resume, outdir) if resume else None
+                               "--resume continues a run (its weights come from the checkpoint); pass one "
+                               "(--resume auto with --init: --init only when there is nothing to resume)")
+    resume_path = resolve_resume(resume, outdir) if resume else None  # auto: None when there is nothing yet
     state = load_resume_state(resume_path) if resume_path is not None else None  # read once
     base = state["config"] if state is not None and config_path is None else None
     flags = {"data.path": data, "data.cond": cond, "data.mirror": mirror, "train.kimg": kimg,
              "train.batch": batch, "train.batch_gpu": batch_gpu, "loss.r1_gamma": gamma, "train.snap_kimg": snap,
              "train.seed": seed, "train.device": device, "train.inception_weights": inception_weights,
-             "train.init": init, "train.freeze_d": freeze_d,
+             "train.init": init, "train.freeze_d": freeze_d, "train.keep": keep,
              "train.metrics": [m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else None}
     values = {k: v for k, v in flags.items() if v is not None}  # typed, as click parsed them
     cfg = RC.load_run_config(config_path, overrides, base=base, values=values)
@@ -324,31 +333,39 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for metrics.jsonl (default: next to the checkpoint, or the current folder).")
 @click.option("--stats-cache", type=click.Path(file_okay=False), default=None,
-              help="Folder caching the real side's features (keyed by content, count, extractor and weights hash).")
+              help="Folder caching the real side's features, keyed by content, count, size, extractor and weights "
+                   "hash [default: $MTF_CACHE_DIR/stats; MTF_CACHE_DIR defaults to ~/.cache/mtf-faces].")
+@click.option("--no-stats-cache", is_flag=True,
+              help="Neither read nor write cached real features (extract them again).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @friendly_errors
 def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: str, num: int | None, batch: int,
                 trunc: float, device: str, inception_weights: str | None, vgg_weights: str | None, per_class: bool,
-                as_json: bool, out: str | None, stats_cache: str | None, progress: bool) -> None:
+                as_json: bool, out: str | None, stats_cache: str | None, no_stats_cache: bool, progress: bool) -> None:
     """FID/KID/IS/precision-recall between real images and a generator or a fake folder (torch-fidelity).
 
     Weights are never downloaded: a missing file stops with where to put it (exit status 2).
+    The real side's features are cached (see --stats-cache); where and how big goes to stderr.
     """
     import json
     from pathlib import Path
 
     from gan.distributed import pick_device
-    from gan.metrics import PER_CLASS_NOTE, MetricsOptions, compute_metrics, result_rows
+    from gan.metrics import PER_CLASS_NOTE, MetricsOptions, compute_metrics, default_stats_cache, result_rows
 
     if (network is None) == (fake is None):
         raise click.UsageError("pass exactly one of --network CKPT or --fake DIR")
+    if no_stats_cache and stats_cache is not None:
+        raise click.UsageError("--stats-cache DIR and --no-stats-cache contradict each other; pass one")
     if batch < 1 or (num is not None and num < 1):
         raise click.BadParameter("--batch and --num must be >= 1")
     names = tuple(m.strip().lower() for m in metric_list.split(",") if m.strip())
     # A missing weights file is gan.util.MissingWeights: friendly_errors exits with status 2.
     res = compute_metrics(real, network or fake, MetricsOptions(
         metrics=names, num=num, batch=batch, device=pick_device(device), inception_weights=inception_weights,
-        vgg_weights=vgg_weights, truncation_psi=trunc, cache_dir=stats_cache, per_class=per_class, progress=progress))
+        vgg_weights=vgg_weights, truncation_psi=trunc, per_class=per_class, progress=progress,
+        cache_dir=None if no_stats_cache else (stats_cache or default_stats_cache()),
+        echo=lambda line: click.echo(line, err=True)))  # stderr: --json keeps stdout parseable
     rows = result_rows({**res, "fake": str(network or fake)})
     dest = Path(out) if out else (Path(network).parent if network else Path("."))
     dest.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
@@ -42,7 +44,8 @@ from gan.util import UserError
 __all__ = [
     "DEFAULT_TIMEOUT_S", "BatchPlan", "env_world", "pick_device", "session", "is_distributed", "rank", "world_size",
     "is_rank0", "barrier", "broadcast_object", "all_reduce_", "all_reduce_grads", "reduce_stats",
-    "all_gather_rows", "gather_features", "split_evenly", "shard_batch",
+    "all_gather_rows", "gather_features", "split_evenly", "shard_batch", "STOP_SIGNALS", "StopSignals",
+    "agree_stop", "ignore_stop_signals",
 ]
 
 #: Collective timeout (seconds) when none is given: long enough for a slow snapshot or
@@ -111,11 +114,19 @@ def session(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Itera
         kwargs["device_id"] = dev  # eager NCCL init: a missing peer fails here, not at step 1
     dist.init_process_group(backend=backend, init_method="env://", rank=rank_, world_size=world,
                             timeout=datetime.timedelta(seconds=float(timeout_s)), **kwargs)
+    global _CPU_GROUP
+    # A gloo group beside NCCL: small host-side agreements (stop after a signal) without a
+    # device sync. Made by every rank at once, as new_group requires.
+    _CPU_GROUP = dist.new_group(backend="gloo") if backend == "nccl" else None
     try:
         yield dev
     finally:
+        _CPU_GROUP = None
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+_CPU_GROUP: Any = None
 
 
 def is_distributed() -> bool:
@@ -154,6 +165,62 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+# ---------------------------------------------------------------------------- stop signals
+
+#: What a scheduler or a user sends to stop a run cleanly: SIGTERM (torchrun forwards it to
+#: its workers; SLURM ``--signal=TERM@120``; ``kill``), SIGUSR1 (SLURM ``--signal=USR1@120``
+#: to a plain process; torchrun does not forward it) and SIGINT (Ctrl-C).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, n))
+
+
+class StopSignals:
+    """Trap :data:`STOP_SIGNALS` while a run trains: the first one only sets :attr:`received`
+    (its name), so the loop can stop at a step boundary and write a checkpoint; a second
+    SIGINT raises ``KeyboardInterrupt`` at once (checkpoints are atomic, so nothing written
+    is lost either way). Handlers are restored on exit. Outside the main thread (a notebook
+    worker, a test thread) nothing is trapped and ``received`` stays None."""
+
+    def __init__(self, signals: Iterable[int] = STOP_SIGNALS):
+        self.signals = tuple(signals)
+        self.received: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+def agree_stop(local: bool) -> bool:
+    """True on every rank if any rank wants to stop (one CPU all-reduce of one int, over a gloo
+    group also when training runs on NCCL, so no GPU sync); alone: ``local``."""
+    if not is_distributed():
+        return local
+    flag = torch.tensor([1 if local else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_CPU_GROUP)
+    return bool(flag.item())
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """``worker_init_fn`` of data-loader workers: a scheduler that signals the whole process
+    group (SLURM without ``B:``, Ctrl-C) must not kill the workers before the main process has
+    written its checkpoint; the main process ends them itself."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------- reductions

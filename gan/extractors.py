@@ -10,9 +10,11 @@ torch-fidelity's feature networks built from those files, and images run through
   Nothing downloads: a file comes from an explicit path or torch's hub cache, and when it is
   absent :class:`gan.util.MissingWeights` (exit status 2) says where to put it.
 * Networks: built by torch-fidelity from the file, **once per process** for a given file
-  (path, size, mtime), device and feature list; the file's SHA-256 (recorded in every result
-  row and in the real-feature cache key) is computed once per file too. The 95 MB Inception
-  file is therefore read and hashed once, however many evaluations a process runs.
+  (path, size, mtime), device and feature list. The file's SHA-256 (recorded in every result
+  row and in the real-feature cache key) is remembered on disk per (path, size, mtime), in
+  ``weights-sha256.json`` under :func:`gan.util.cache_root`: the 95 MB Inception file is
+  hashed once per version of the file, not once per evaluation or process; a file replaced
+  or touched (another size or mtime) is hashed again.
 * :data:`LOADERS` is the one place an extractor is built from its file; the metrics look it
   up at call time, so a test can put a small stand-in network there and run the whole
   protocol (cache, sharding, per-class, result rows, CLI, in-training metrics) in seconds.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -32,13 +35,13 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from gan.util import MissingWeights, UserError
+from gan.util import MissingWeights, UserError, atomic_write_text, cache_root
 
 __all__ = [
     "INCEPTION_FILE", "INCEPTION_URL", "VGG_FILE", "VGG_URL", "POOL", "LOGITS", "VGG_FEATURE", "METRICS",
     "parse_training_metrics", "resolve_inception_weights", "resolve_vgg_weights",
-    "sha256_file", "load_inception", "load_vgg16", "LOADERS", "Extractors", "load_extractors", "extract_many",
-    "extract_features", "make_random_inception",
+    "SHA256_MEMO", "sha256_file", "load_inception", "load_vgg16", "LOADERS", "Extractors", "load_extractors",
+    "extract_many", "extract_features", "make_random_inception",
 ]
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -49,6 +52,7 @@ POOL = "2048"              # Inception pool3 features: FID and KID
 LOGITS = "logits_unbiased"  # Inception logits: IS
 VGG_FEATURE = "fc2_relu"   # VGG16 fc2 after ReLU: precision/recall (torch-fidelity's default layer)
 METRICS = ("fid", "kid", "is", "pr")
+SHA256_MEMO = "weights-sha256.json"  # under gan.util.cache_root(): {path: {size, mtime_ns, sha256}}
 
 
 # ---------------------------------------------------------------------------- names
@@ -111,8 +115,7 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
     return str(p), st.st_size, st.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=None)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+def _hash_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -120,8 +123,36 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def _read_memo(memo: Path) -> dict:
+    """The SHA-256 memo's entries; a missing or damaged file is an empty memo (it is only a shortcut)."""
+    try:
+        data = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    memo = cache_root() / SHA256_MEMO
+    entry = _read_memo(memo).get(path)
+    if isinstance(entry, dict) and entry.get("size") == size and entry.get("mtime_ns") == mtime_ns \
+            and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = _hash_file(path)
+    # Read again just before writing, so an entry another process added meanwhile is kept.
+    entries = {**_read_memo(memo), path: {"size": size, "mtime_ns": mtime_ns, "sha256": digest}}
+    try:
+        atomic_write_text(memo, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # an unwritable cache only costs the next process a re-hash
+    return digest
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read once per process for a given (path, size, mtime)."""
+    """SHA-256 of a file, remembered per (path, size, mtime): in this process, and across
+    processes in ``$MTF_CACHE_DIR/weights-sha256.json`` (written atomically), so a second
+    evaluation does not read the 95 MB Inception file again; another size or mtime re-hashes."""
     return _sha256_of(*_file_key(path))
 
 

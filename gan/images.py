@@ -23,7 +23,8 @@ from PIL import Image, ImageOps
 from gan.util import UserError, atomic_path
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "FILTERS", "is_hidden", "is_image_name", "list_images",
+    "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "FILTERS", "SYSTEM_NAMES", "is_hidden", "is_system_path",
+    "is_image_name", "list_images",
     "to_rgb8", "decode_rgb", "read_rgb", "square_resize", "square_resize_chw", "images_to_uint8", "make_grid",
     "save_png",
 ]
@@ -39,16 +40,28 @@ FILTERS = {"box": Image.Resampling.BOX, "lanczos": Image.Resampling.LANCZOS}
 # ---------------------------------------------------------------------------- files
 
 
+#: Names (compared in lower case) that operating systems and file managers write beside
+#: images: macOS Finder's ``__MACOSX/`` (in zips) and ``Icon\r``, Windows' thumbnail cache,
+#: folder settings and drive folders. Dotfiles (``.DS_Store``, AppleDouble ``._x.jpg``) are
+#: hidden by their first character.
+SYSTEM_NAMES = frozenset({"__macosx", "icon\r", "thumbs.db", "ehthumbs.db", "desktop.ini", "$recycle.bin",
+                          "system volume information"})
+
+
 def is_hidden(part: str) -> bool:
-    """A hidden path component (``.x``, macOS ``__MACOSX``): never an image to read."""
-    return part.startswith(".") or part == "__MACOSX"
+    """A hidden or system path component (``.x``, :data:`SYSTEM_NAMES`): never an image to read."""
+    return part.startswith(".") or part.lower() in SYSTEM_NAMES
+
+
+def is_system_path(rel: str) -> bool:
+    """A relative posix path with a hidden or system component (e.g. a macOS ``._x.jpg``
+    resource fork, anything inside ``__MACOSX/`` or a dot-folder)."""
+    return any(is_hidden(p) for p in rel.split("/"))
 
 
 def is_image_name(rel: str) -> bool:
-    """A relative posix path with an image extension and no hidden component (macOS
-    ``._x.jpg`` resource forks are not images)."""
-    parts = rel.split("/")
-    return not any(is_hidden(p) for p in parts) and os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
+    """A relative posix path with an image extension and no hidden or system component."""
+    return not is_system_path(rel) and os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: str | os.PathLike, what: str = "") -> list[Path]:

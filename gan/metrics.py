@@ -30,12 +30,13 @@ is what the training loop runs at every snapshot.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -47,18 +48,24 @@ from gan.extractors import POOL, VGG_FEATURE, Extractors, extract_many, load_ext
 from gan.generate import fake_labels, real_labels, seed_z
 from gan.images import images_to_uint8, list_images, read_rgb, square_resize_chw
 from gan.monitor import LOGGER_NAME
-from gan.util import UserError, atomic_path
+from gan.util import UserError, atomic_path, cache_root
 
 __all__ = [
     "iter_real_images", "iter_fake_images", "fid_statistics", "fid_from_statistics", "kid_from_features",
     "is_from_logits", "pr_from_features", "MetricsOptions", "compute_metrics", "evaluate_generator",
-    "source_fingerprint", "real_features", "result_rows", "TrainingMetrics", "PER_CLASS_NOTE",
+    "source_fingerprint", "default_stats_cache", "real_features", "result_rows", "TrainingMetrics", "PER_CLASS_NOTE",
 ]
 
 log = logging.getLogger(LOGGER_NAME)
 
 PER_CLASS_NOTE = ("per-class FID is biased upwards by the small per-class sample count (Binkowski et al. 2018, "
                   "sec. 3): compare classes with equal counts only, and prefer per-class KID, which is unbiased")
+
+
+def default_stats_cache() -> Path:
+    """``$MTF_CACHE_DIR/stats`` (:func:`gan.util.cache_root`, ``~/.cache/mtf-faces`` unless set):
+    where the real side's features are kept unless a caller picks another folder or none."""
+    return cache_root() / "stats"
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,9 @@ class MetricsOptions:
     inception_weights: Optional[str | os.PathLike] = None  # default: torch's hub cache
     vgg_weights: Optional[str | os.PathLike] = None        # for pr; default: torch's hub cache
     truncation_psi: float = 1.0
-    cache_dir: Optional[str | os.PathLike] = None  # real-feature cache (see real_features); None = off
+    # real-feature cache (see real_features): default $MTF_CACHE_DIR/stats, None = off (--no-stats-cache)
+    cache_dir: Optional[str | os.PathLike] = field(default_factory=default_stats_cache)
+    echo: Optional[Callable[[str], None]] = None  # the cache line (where, how big); None: the "gan" logger
     per_class: bool = False             # also FID/KID per class of a conditional G (equal counts)
     progress: bool = False
     sharded: bool = False               # split the work over torchrun's ranks (rank 0 gets the result)
@@ -163,16 +172,40 @@ def _world(sharded: bool) -> tuple[int, int]:
     return (dist.rank(), dist.world_size()) if dist.is_distributed() else (0, 1)
 
 
+def _cache_size(folder: Path) -> str:
+    """``"3 files, 12.4 MB"``: the real-feature files in ``folder`` (the full non-curated set's are ~1 GB)."""
+    sizes = [f.stat().st_size for f in folder.glob("real-features-*.pt")]
+    total = sum(sizes)
+    shown = f"{total / 1e9:.2f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
+    return f"{len(sizes)} file{'' if len(sizes) == 1 else 's'}, {shown}"
+
+
+def _write_cache(dest: Path, feats: Sequence[torch.Tensor], say: Callable[[str], None], what: str) -> None:
+    """Write ``feats`` atomically to ``dest``; a full or unwritable disk costs the cache, not the result."""
+    try:
+        with atomic_path(dest) as tmp:
+            torch.save(list(feats), tmp)
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, "error")
+        say(f"real features ({what}): not cached, writing in {dest.parent} failed ({code}: {exc.strerror or exc}); "
+            "pass --stats-cache DIR (train.metrics_cache) or set MTF_CACHE_DIR to a folder with room, or "
+            "--no-stats-cache")
+        return
+    say(f"real features ({what}): cached in {dest.parent} ({_cache_size(dest.parent)})")
+
+
 def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_sha256: str, batch: int = 64,
                   device: str | torch.device = "cpu", cache_dir: Optional[str | os.PathLike] = None,
                   extractor_name: str = f"inception-v3-compat/{POOL}", num: Optional[int] = None,
-                  progress: bool = False, sharded: bool = False, resolution: Optional[int] = None
-                  ) -> list[torch.Tensor]:
+                  progress: bool = False, sharded: bool = False, resolution: Optional[int] = None,
+                  echo: Optional[Callable[[str], None]] = None) -> list[torch.Tensor]:
     """Features ``[N, D]`` (one per extractor feature) of the real source (all of it, or the
     first ``num``; images of another size than ``resolution`` resized as ``prepare`` would),
     read from ``cache_dir`` when a file for the same (content fingerprint, count, first
     image's size, target resolution, extractor and feature names, weights SHA-256) exists;
-    otherwise extracted and written atomically, so concurrent runs never see half a file.
+    otherwise extracted and written atomically, so concurrent runs never see half a file
+    (``cache_dir=None``: neither read nor written). Rank 0 says where the cache is and its size
+    through ``echo`` (default: the ``gan`` logger), on a hit and on a write.
 
     ``sharded`` (under torchrun): rank ``r`` extracts images ``r, r + W, ...``, the shards
     are gathered in index order, rank 0 writes the cache; whether the cache is used is rank
@@ -180,17 +213,21 @@ def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_s
     computes metrics).
     """
     rank, world = _world(sharded)
+    say = echo or log.info
     src = open_images(real, "--real")
     dest = None
     if cache_dir is not None:
         key = hashlib.sha1("|".join([source_fingerprint(real), f"num={num or 'all'}", f"size={src.first_size}",
                                      f"res={resolution}", extractor_name, weights_sha256]).encode())
-        dest = Path(cache_dir) / f"real-features-{key.hexdigest()[:20]}.pt"
+        dest = Path(cache_dir).expanduser() / f"real-features-{key.hexdigest()[:20]}.pt"
     have = dest is not None and dest.is_file()
     if world > 1:
         have = bool(dist.broadcast_object(have))
     if have:
-        return list(torch.load(dest, weights_only=True)) if rank == 0 else []
+        if rank != 0:
+            return []
+        say(f"real features ({extractor_name}): read from the cache in {dest.parent} ({_cache_size(dest.parent)})")
+        return list(torch.load(dest, weights_only=True))
     total = len(src.names) if num is None else min(num, len(src.names))
     if total < world:
         raise UserError(f"{real}: {total} real images, fewer than the {world} processes")
@@ -201,9 +238,7 @@ def real_features(real: str | os.PathLike, extractor: torch.nn.Module, weights_s
         order = torch.as_tensor(idx)
         feats = [dist.gather_features(f, order) for f in feats]
     if dest is not None and rank == 0:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp:
-            torch.save(list(feats), tmp)
+        _write_cache(dest, feats, say, extractor_name)
     return feats
 
 
@@ -292,7 +327,7 @@ def _real_side(real: Path, ex: Extractors, opts: MetricsOptions, resolution: Opt
                ) -> dict[str, list[torch.Tensor]]:
     """The real features per extractor name (``inception``, ``vgg``), cached as ``opts`` says."""
     kw = dict(batch=opts.batch, device=opts.device, cache_dir=opts.cache_dir, progress=opts.progress,
-              sharded=opts.sharded, resolution=resolution)
+              sharded=opts.sharded, resolution=resolution, echo=opts.echo)
     feats: dict[str, list[torch.Tensor]] = {}
     if ex.inception is not None:
         feats["inception"] = real_features(real, ex.inception, ex.inception_sha, extractor_name="inception-v3-compat/"
@@ -420,7 +455,8 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, options: O
     (those asked for) plus ``n_real``, ``n_fake``, ``resolution``, ``weights_sha256``,
     ``kimg``, ``seconds`` and, with ``per_class``, ``per_class: {class: {...}}``. ``num``
     is the fake count (default: as many as the reals, or all images of a fake folder).
-    With ``cache_dir`` the real features are cached there (see :func:`real_features`).
+    The real features are cached in ``cache_dir`` (default ``$MTF_CACHE_DIR/stats``; None: not
+    cached; see :func:`real_features`).
     """
     t0 = time.time()
     opts = _options(options, overrides)
@@ -479,8 +515,9 @@ class TrainingMetrics:
     Each ``fid<N>k`` / ``kid<N>k`` is G_ema against the full training archive, by the
     protocol of :func:`evaluate_generator` (N fakes; one set of fakes per count, shared by
     fid and kid). The extractors are loaded once (:meth:`from_config`), the real features
-    extracted once and cached in ``train.metrics_cache`` (default ``<outdir>/.metrics-cache``,
-    beside the run folders). Under torchrun every rank generates and extracts its share; rank
+    extracted once and cached in ``train.metrics_cache`` (default ``$MTF_CACHE_DIR/stats``,
+    :func:`default_stats_cache`, shared with ``mtf-gan metrics`` and every other run on the same
+    archive). Under torchrun every rank generates and extracts its share; rank
     0 appends one row per metric to ``<run_dir>/metrics.jsonl``, logs it and sends the value
     to TensorBoard as ``Metrics/<name>`` at step ``cur_nimg``.
     """
@@ -503,7 +540,7 @@ class TrainingMetrics:
         ``metrics_cache``); a missing weights file stops here, before any training."""
         wanted = parse_training_metrics(train_cfg.metrics)
         ex = load_extractors(tuple(sorted({kind for _, kind, _ in wanted})), device, train_cfg.inception_weights)
-        cache = Path(train_cfg.metrics_cache) if train_cfg.metrics_cache else Path(run_dir).parent / ".metrics-cache"
+        cache = Path(train_cfg.metrics_cache).expanduser() if train_cfg.metrics_cache else default_stats_cache()
         return cls(wanted, dataset_path, run_dir, device, ex, cache, monitor)
 
     def evaluate(self, G_ema: torch.nn.Module, cur_nimg: int, checkpoint: str | os.PathLike) -> list[dict]:

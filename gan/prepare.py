@@ -13,9 +13,11 @@ Limited Data"), so other tools read it too:
   ``classes``, ``label_groups`` (several CSV columns), ``resolution`` and ``images``: per
   image its name, its ``source`` (path relative to SRC), ``sha1`` (of the decoded, resized
   RGB pixels, i.e. the bytes of the ``uint8 [H, W, 3]`` array) and its ``label``;
-* ``sizes.json`` (histogram of the sources' short sides), ``skipped.txt`` (every file not
-  used, with the reason) and ``duplicates.json`` (exact duplicates dropped, near duplicates
-  kept but reported).
+* ``sizes.json`` (histogram of the sources' short sides), ``duplicates.json`` (exact
+  duplicates dropped, near duplicates kept but reported) and ``skipped.txt``: every other
+  file under SRC, one line each, ``reason<TAB>detail<TAB>path``, the reason one word of
+  :data:`SKIP_REASONS`. Every file under SRC is accounted for exactly once: archived, a
+  dropped duplicate or skipped (asserted, and printed by :meth:`PrepareSummary.format`).
 
 Every image goes through the same steps, in a worker process when ``workers > 1``:
 decode, apply the EXIF orientation, convert to 8-bit RGB (:func:`gan.images.decode_rgb`),
@@ -24,16 +26,9 @@ Lanczos to enlarge, which is counted). Output order is the sorted order of sourc
 whatever the number of workers, and the archive bytes are identical between runs (fixed zip
 timestamps). Labels come from :mod:`gan.labels`.
 
-Exact duplicates (same SHA-1 of the resized pixels) are dropped: a face in the training
-set twice is seen twice as often, and the same image in train and test inflates scores.
-Near duplicates (re-encodings, small crops, tiny edits) are found with a 64-bit difference
-hash (dHash: the signs of horizontal gradients of a 9x8 grey thumbnail; Krawetz 2013) and
-reported, not dropped, because a large threshold would also match different photographs
-of the same person. Two images are near duplicates when their hashes differ in at most
-:data:`NEAR_DUPLICATE_BITS` bits. Pairs are found by multi-index hashing (Norouzi et al.
-2012): split the hash into ``bits + 1`` blocks; by the pigeonhole principle two hashes
-within ``bits`` agree exactly on at least one block, so only images that share a block
-value are compared, instead of all n^2 pairs.
+Exact duplicates (same SHA-1 of the resized pixels) are dropped and near duplicates (a
+64-bit dHash within :data:`gan.duplicates.NEAR_DUPLICATE_BITS` bits) reported, as
+:mod:`gan.duplicates` explains.
 """
 
 from __future__ import annotations
@@ -53,95 +48,48 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple
 
-import numpy as np
 from PIL import Image
 
-from gan.images import FILTERS, IMAGE_EXTENSIONS, decode_rgb, is_hidden, is_image_name, square_resize
+from gan.duplicates import NEAR_DUPLICATE_BITS, dhash, find_near_duplicates
+from gan.images import (
+    FILTERS, IMAGE_EXTENSIONS, decode_rgb, is_hidden, is_image_name, is_system_path, square_resize,
+)
 from gan.labels import Labels, csv_labels, folder_labels
 from gan.util import UserError, atomic_path
 
 __all__ = [
-    "NEAR_DUPLICATE_BITS", "SIZE_BUCKETS", "PrepareOptions", "PrepareSummary", "prepare", "archive_name", "dhash",
-    "find_near_duplicates",
+    "SIZE_BUCKETS", "SKIP_REASONS", "PrepareOptions", "PrepareSummary", "Skipped", "prepare", "archive_name",
 ]
 
-#: Hamming distance (of 64 bits) up to which two dHashes are reported as near duplicates.
-#: Measured on 100 synthetic 64-px faces (20 people): re-encoding as JPEG q70 moves the
-#: hash by <= 3 bits in 97.5 % of images (0.9 on average), a +10 brightness shift by
-#: <= 1; 11 of 4,750 pairs of different people fall within 3 bits (0.23 %), 16 within 4.
-#: Faces share a layout, so a larger threshold mostly adds false alarms.
-NEAR_DUPLICATE_BITS = 3
 #: Upper edges of the source-size histogram buckets (short side, pixels).
 SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024)
 #: Fixed zip timestamp so that the same input gives byte-identical archives.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _CROPS = ("center", "none")
-#: Reasons for not using a file that are problems with the input (``strict`` stops on
-#: them); refusals asked for by an option (``--min-size``, ``--crop none``) never stop.
-_BROKEN = "broken"
-_REFUSED = "refused"
+#: Why a file under SRC is not in the archive (nor a dropped duplicate): the first column of
+#: ``skipped.txt``. A file gets the first that applies, in this order (the order a file meets
+#: the checks, and the summary's). ``strict`` stops on ``undecodable`` and ``no-label`` (problems
+#: with the input); the others are what the user asked for or never were images.
+SKIP_REASONS = {
+    "system-file": "hidden or system file, never decoded (._* AppleDouble forks, __MACOSX/, .DS_Store, "
+                   "Thumbs.db, desktop.ini, dotfiles, anything in a dot-folder)",
+    "not-image": f"not an image extension ({' '.join(IMAGE_EXTENSIONS)})",
+    "no-label": "no label (no CSV row, an empty cell, not in a class folder with --labels folder)",
+    "past-max-images": "not read: --max-images images were written before it",
+    "undecodable": "cannot be read or decoded (corrupt, truncated, empty, not an image inside)",
+    "too-small": "short side below --min-size",
+    "not-square": "not square, with --crop none",
+}
 
 
-# ---------------------------------------------------------------------------- dedup
+class Skipped(NamedTuple):
+    """One line of ``skipped.txt``."""
 
-
-def dhash(rgb: np.ndarray) -> int:
-    """64-bit difference hash of an ``uint8 [H, W, 3]`` image (Krawetz 2013).
-
-    A 9x8 grey thumbnail; bit ``8*y + x`` is set when pixel ``x + 1`` of row ``y`` is
-    brighter than pixel ``x``. Robust to re-encoding, mild blur and brightness changes.
-    """
-    grey = Image.fromarray(rgb).convert("L").resize((9, 8), Image.Resampling.BOX)
-    px = np.asarray(grey, dtype=np.int16)  # [8, 9]
-    bits = (px[:, 1:] > px[:, :-1]).reshape(-1)  # [64]
-    return int(np.packbits(bits.astype(np.uint8), bitorder="little").view("<u8")[0])
-
-
-def find_near_duplicates(hashes: Sequence[int], max_bits: int = NEAR_DUPLICATE_BITS) -> list[tuple[int, int, int]]:
-    """Pairs ``(i, j, distance)``, ``i < j``, whose 64-bit hashes differ in <= ``max_bits`` bits.
-
-    Multi-index hashing: the hash is split into ``max_bits + 1`` blocks and only images
-    that agree exactly on some block are compared (pigeonhole), so the cost grows with the
-    sizes of the block buckets rather than with n^2. Each pair is reported once, from
-    the first block on which it agrees.
-    """
-    n = len(hashes)
-    if n < 2:
-        return []
-    h = np.asarray([int(x) & 0xFFFFFFFFFFFFFFFF for x in hashes], dtype=np.uint64)  # [n]
-    nblocks = max_bits + 1
-    edges = [round(64 * k / nblocks) for k in range(nblocks + 1)]
-    keys = []
-    for k in range(nblocks):
-        width = edges[k + 1] - edges[k]
-        keys.append((h >> np.uint64(edges[k])) & np.uint64((1 << width) - 1))  # [n]
-    pairs: list[tuple[int, int, int]] = []
-    for k in range(nblocks):
-        order = np.argsort(keys[k], kind="stable")
-        sorted_keys = keys[k][order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], n]
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            if e - s < 2:
-                continue
-            members = np.sort(order[s:e])  # [g]
-            # Compare in row chunks so a huge bucket cannot allocate g^2 at once.
-            for r0 in range(0, len(members), 1024):
-                rows = members[r0:r0 + 1024]
-                dist = np.bitwise_count(h[rows][:, None] ^ h[members][None, :])  # [r, g]
-                ii, jj = np.nonzero(dist <= max_bits)
-                for a, b in zip(ii.tolist(), jj.tolist()):
-                    i, j = int(rows[a]), int(members[b])
-                    if i >= j:
-                        continue
-                    # Reported from the first block the pair shares, so exactly once.
-                    if any(keys[m][i] == keys[m][j] for m in range(k)):
-                        continue
-                    pairs.append((i, j, int(dist[a, b])))
-    pairs.sort()
-    return pairs
+    source: str  # path relative to SRC (in a zip: to its stripped top folder)
+    reason: str  # a key of SKIP_REASONS
+    detail: str  # one line for a person, e.g. the decoder's error
 
 
 def archive_name(index: int) -> str:
@@ -160,11 +108,7 @@ def _size_bucket(short: int) -> str:
 
 
 def _bucket_names() -> list[str]:
-    names, lo = [], 0
-    for hi in SIZE_BUCKETS:
-        names.append(f"<{hi}" if lo == 0 else f"{lo}-{hi - 1}")
-        lo = hi
-    return names + [f">={SIZE_BUCKETS[-1]}"]
+    return [_size_bucket(lo) for lo in (0, *SIZE_BUCKETS)]
 
 # ---------------------------------------------------------------------------- sources
 
@@ -199,31 +143,44 @@ class _Source:
             self._zip.close()
         self._zip = None
 
-    def list(self) -> list[str]:
-        """Sorted relative posix paths of image files; hidden files and folders (``.*``,
-        ``__MACOSX``) are ignored, e.g. macOS ``._x.jpg`` resource forks."""
-        names: list[str] = []
-        if self.is_zip:
-            try:
-                members = [i.filename for i in self._zipfile().infolist() if not i.is_dir()]
-            except zipfile.BadZipFile as exc:
-                raise UserError(f"prepare: {self.path} is not a folder or a readable zip ({exc})") from None
-            tops = {m.split("/", 1)[0] for m in members}
-            if len(tops) == 1 and all("/" in m for m in members):
-                self.prefix = tops.pop() + "/"  # `zip -r x.zip folder/` wraps everything in folder/
-            for m in members:
-                rel = m[len(self.prefix):]
-                if is_image_name(rel):
-                    names.append(rel)
-        else:
-            for dirpath, dirnames, filenames in os.walk(self.path):
-                dirnames[:] = [d for d in dirnames if not is_hidden(d)]
-                base = Path(dirpath).relative_to(self.path)
-                for f in filenames:
-                    rel = (base / f).as_posix() if str(base) != "." else f
-                    if is_image_name(rel):
-                        names.append(rel)
-        return sorted(names)
+    def list(self) -> tuple[list[str], list[Skipped]]:
+        """``(images, others)``: the sorted relative posix paths of the image files, and every
+        other file, never read: hidden or system files (:func:`gan.images.is_system_path`,
+        e.g. macOS ``._x.jpg`` resource forks, ``__MACOSX/``) and files without an image
+        extension."""
+        images: list[str] = []
+        others: list[Skipped] = []
+        for rel in self._zip_names() if self.is_zip else self._walk():
+            if is_system_path(rel):
+                part = next(p for p in rel.split("/") if is_hidden(p))
+                others.append(Skipped(rel, "system-file", f"hidden or system name {part!r}, not read"))
+            elif not is_image_name(rel):
+                ext = os.path.splitext(rel)[1] or "none"
+                others.append(Skipped(rel, "not-image", f"extension {ext} is not one of {' '.join(IMAGE_EXTENSIONS)}"))
+            else:
+                images.append(rel)
+        return sorted(images), others
+
+    def _walk(self) -> Iterator[str]:
+        for dirpath, _, filenames in os.walk(self.path):  # also into hidden folders: their files are listed
+            base = Path(dirpath).relative_to(self.path)
+            for f in filenames:
+                yield (base / f).as_posix() if str(base) != "." else f
+
+    def _zip_names(self) -> list[str]:
+        """Member names, less the zip's single top-level folder when all the rest is inside it
+        (`zip -r x.zip folder/` and macOS Finder wrap everything in folder/; system members such
+        as Finder's ``__MACOSX/`` do not count as a second folder and keep their full names)."""
+        try:
+            members = [i.filename for i in self._zipfile().infolist() if not i.is_dir()]
+        except zipfile.BadZipFile as exc:
+            raise UserError(f"prepare: {self.path} is not a folder or a readable zip ({exc})") from None
+        real = [m for m in members if not is_system_path(m)]
+        tops = {m.split("/", 1)[0] for m in real}
+        if len(tops) == 1 and all("/" in m for m in real):
+            self.prefix = tops.pop() + "/"
+        n = len(self.prefix)
+        return [m[n:] if m.startswith(self.prefix) else m for m in members]
 
     def read(self, rel: str) -> bytes:
         if self.is_zip:
@@ -245,8 +202,8 @@ class _Options:
 @dataclass
 class _Result:
     index: int
-    status: str = "ok"  # ok | broken | refused
-    reason: str = ""
+    status: str = "ok"  # ok | undecodable | too-small | not-square (SKIP_REASONS)
+    reason: str = ""  # the detail, for a person
     png: bytes = b""
     sha1: str = ""
     hash64: int = 0
@@ -275,31 +232,31 @@ def _process(task: tuple[int, str]) -> _Result:
     try:
         data = source.read(rel)
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        res.status, res.reason = _BROKEN, f"cannot read file: {exc}"
+        res.status, res.reason = "undecodable", f"cannot read file: {exc}"
         return res
     if not data:
-        res.status, res.reason = _BROKEN, "empty file (0 bytes)"
+        res.status, res.reason = "undecodable", "empty file (0 bytes)"
         return res
     try:
         rgb = decode_rgb(data)  # [H, W, 3]; truncated and corrupt files fail here, not later
     except Image.DecompressionBombError as exc:
-        res.status, res.reason = _BROKEN, f"too large to decode safely: {exc}"
+        res.status, res.reason = "undecodable", f"too large to decode safely: {exc}"
         return res
     except Image.UnidentifiedImageError:
         # (PIL's message names the BytesIO object's address, which would vary per run.)
-        res.status, res.reason = _BROKEN, "not an image: no decoder recognises its contents"
+        res.status, res.reason = "undecodable", "not an image: no decoder recognises its contents"
         return res
     except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError...)
-        res.status, res.reason = _BROKEN, f"cannot decode: {type(exc).__name__}: {exc}"
+        res.status, res.reason = "undecodable", f"cannot decode: {type(exc).__name__}: {exc}"
         return res
     h, w = rgb.shape[:2]
     res.size = (w, h)
     short = min(w, h)
     if short < opt.min_size:
-        res.status, res.reason = _REFUSED, f"short side {short} px is below --min-size {opt.min_size}"
+        res.status, res.reason = "too-small", f"short side {short} px is below --min-size {opt.min_size}"
         return res
     if w != h and opt.crop == "none":
-        res.status, res.reason = _REFUSED, f"not square ({w}x{h}); pass --crop center to crop it"
+        res.status, res.reason = "not-square", f"not square ({w}x{h}); pass --crop center to crop it"
         return res
     res.upscaled = short < opt.resolution
     rgb = square_resize(rgb, opt.resolution, opt.filter)  # [R, R, 3]
@@ -316,8 +273,9 @@ def _process(task: tuple[int, str]) -> _Result:
 class PrepareSummary:
     """What :func:`prepare` wrote and what it left out.
 
-    ``skipped`` lists ``(source, reason)`` for every image file not in the archive
-    except exact duplicates, which are in ``exact_duplicates`` as ``(dropped, kept)``;
+    Each of the ``files`` files under SRC is in exactly one place: one of the ``count``
+    archived images, ``exact_duplicates`` as ``(dropped, kept)``, or ``skipped`` as a
+    :class:`Skipped` ``(source, reason, detail)``; ``found`` of them have an image name.
     ``near_duplicates`` holds ``(source_a, source_b, bits)`` pairs that were kept.
     """
 
@@ -325,7 +283,8 @@ class PrepareSummary:
     count: int
     resolution: int
     found: int
-    skipped: list[tuple[str, str]]
+    files: int
+    skipped: list[Skipped]
     upscaled: int
     exact_duplicates: list[tuple[str, str]]
     near_duplicates: list[tuple[str, str, int]]
@@ -336,9 +295,18 @@ class PrepareSummary:
     csv_missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        assert self.files == self.count + self.num_exact_duplicates + len(self.skipped), "a file is unaccounted for"
+
     @property
     def num_exact_duplicates(self) -> int:
         return len(self.exact_duplicates)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Skipped files per reason, every reason of :data:`SKIP_REASONS` (in its order)."""
+        counts = Counter(k.reason for k in self.skipped)
+        return {r: counts[r] for r in SKIP_REASONS}
 
     @property
     def num_near_duplicates(self) -> int:
@@ -349,7 +317,9 @@ class PrepareSummary:
         lines = [
             f"prepare: wrote {self.count:,} images at {self.resolution}x{self.resolution} to {self.dest} "
             f"({self.found:,} image files found, {self.seconds:.1f} s)",
-            f"  source short sides: "
+            f"  {self.files:,} files read = {self.count:,} archived + {self.num_exact_duplicates:,} duplicates "
+            f"+ {len(self.skipped):,} skipped",
+            "  source short sides: "
             + ", ".join(f"{k}: {v:,}" for k, v in self.size_histogram.items() if v)
             + f"; {self.below_target:,} below {self.resolution} px ({self.upscaled:,} upscaled with lanczos)",
             f"  exact duplicates dropped: {self.num_exact_duplicates:,}; near duplicates reported "
@@ -365,17 +335,14 @@ class PrepareSummary:
             ex = ", ".join(self.csv_missing[:3])
             lines.append(f"  {len(self.csv_missing):,} CSV rows name files that are not in SRC (e.g. {ex})")
         if self.skipped:
-            reasons = Counter(_reason_kind(r) for _, r in self.skipped)
+            reasons = self.reasons
             lines.append(
-                f"  skipped {len(self.skipped):,} files ("
-                + ", ".join(f"{k}: {v:,}" for k, v in reasons.most_common())
-                + f"); listed with reasons in skipped.txt inside {self.dest.name}; pass --strict to stop instead"
+                "  skipped: " + ", ".join(f"{k}: {v:,}" for k, v in reasons.items() if v)
+                + f" (one line each in skipped.txt inside {self.dest.name})"
             )
+            if reasons["undecodable"] or reasons["no-label"]:
+                lines.append("  pass --strict to stop at an undecodable or unlabelled file instead")
         return "\n".join(lines)
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(":", 1)[0].split(" (", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -487,9 +454,15 @@ def prepare(src: str | os.PathLike, dest: str | os.PathLike, **options: Any) -> 
 
     ``strict``: stop at the first broken file (unreadable, corrupt, empty, not an image,
     no label) with an error naming it, instead of skipping it. Files refused on purpose by
-    ``min_size`` or ``crop="none"`` are always skipped and reported.
+    ``min_size`` or ``crop="none"`` are always skipped and reported, and so are hidden or
+    system files and files without an image extension (never read).
 
-    ``max_images``: stop after writing that many images (the first in sorted order).
+    ``max_images``: stop after writing that many images (the first in sorted order); the
+    image files not reached are listed as ``past-max-images``.
+
+    Every file under ``src`` ends up in exactly one place: the archive, the exact duplicates
+    of ``duplicates.json`` or ``skipped.txt`` with a reason of :data:`SKIP_REASONS` (checked
+    before the archive is renamed into place).
 
     ``dest`` must not exist: nothing a user made is overwritten. The archive is written
     under a temporary name beside ``dest`` and renamed at the end, so a crash or Ctrl-C
@@ -505,21 +478,23 @@ def prepare(src: str | os.PathLike, dest: str | os.PathLike, **options: Any) -> 
     _check_paths(src, dest)
     source = _Source(src)
     try:
-        names = source.list()
+        names, others = source.list()
         if not names:
             raise UserError(
-                f"prepare: no images ({', '.join(IMAGE_EXTENSIONS)}) found under {src}; "
-                "pass the folder that holds the face images"
+                f"prepare: no images ({', '.join(IMAGE_EXTENSIONS)}) found under {src} "
+                f"({len(others):,} other files); pass the folder that holds the face images"
             )
         lab = _read_labels(src, names, opt)
         tasks, skipped = _plan(src, names, lab, opt)
-        tally = _Tally(opt.resolution, skipped)
+        tally = _Tally(opt.resolution, others + skipped)
         with atomic_path(dest) as tmp:
             _write_archive(tmp, src, names, tasks, source, lab, opt, tally)
+            _check_accounting(names + [o.source for o in others], tally)
     finally:
         source.close()
     return PrepareSummary(
-        dest=dest, count=len(tally.kept), resolution=opt.resolution, found=len(names), skipped=tally.skipped,
+        dest=dest, count=len(tally.kept), resolution=opt.resolution, found=len(names),
+        files=len(names) + len(others), skipped=tally.skipped,
         upscaled=tally.upscaled, exact_duplicates=tally.exact, near_duplicates=tally.near,
         size_histogram=tally.histogram, below_target=tally.below, classes=lab.classes if lab else None,
         label_dim=lab.dim if lab else 0, csv_missing=lab.csv_missing if lab else [], seconds=time.time() - t0,
@@ -548,16 +523,25 @@ def _read_labels(src: Path, names: list[str], opt: PrepareOptions) -> Labels | N
     return lab
 
 
+def _check_accounting(files: list[str], tally: _Tally) -> None:
+    """Every file under SRC exactly once: archived, a dropped exact duplicate or skipped."""
+    placed = Counter(k["source"] for k in tally.kept)
+    placed.update(dropped for dropped, _ in tally.exact)
+    placed.update(k.source for k in tally.skipped)
+    listed = Counter(files)
+    assert placed == listed, f"prepare: files unaccounted for {listed - placed}, counted twice {placed - listed}"
+
+
 def _plan(src: Path, names: list[str], lab: Labels | None, opt: PrepareOptions
-          ) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+          ) -> tuple[list[tuple[int, str]], list[Skipped]]:
     """``(tasks, skipped)``: the ``(index, name)`` pairs to decode, and the unlabelled ones."""
-    skipped: list[tuple[str, str]] = []
+    skipped: list[Skipped] = []
     tasks: list[tuple[int, str]] = []
     for i, n in enumerate(names):
         if lab is not None and n not in lab.by_source:
             if opt.strict:
                 raise UserError(f"prepare: {src / n}: {lab.missing_reason[n]}; fix it or leave out --strict to skip it")
-            skipped.append((n, lab.missing_reason[n]))
+            skipped.append(Skipped(n, "no-label", lab.missing_reason[n]))
         else:
             tasks.append((i, n))
     return tasks, skipped
@@ -566,7 +550,7 @@ def _plan(src: Path, names: list[str], lab: Labels | None, opt: PrepareOptions
 class _Tally:
     """What the write loop has seen so far: kept images, duplicates, skips and source sizes."""
 
-    def __init__(self, resolution: int, skipped: list[tuple[str, str]]) -> None:
+    def __init__(self, resolution: int, skipped: list[Skipped]) -> None:
         self.resolution = resolution
         self.histogram = dict.fromkeys(_bucket_names(), 0)
         self.below = self.upscaled = 0
@@ -605,17 +589,19 @@ def _write_archive(tmp: Path, src: Path, names: list[str], tasks: list[tuple[int
         # (a traceback would otherwise keep the generator, and the pool, alive).
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf, \
                 contextlib.closing(_results(tasks, source, options, opt.workers)) as results:
+            done = 0  # tasks whose result was taken; results come in task order
             for r in results:
                 bar.update(1)
+                done += 1
                 rel = names[r.index]
                 tally.count_size(r)
                 if r.status != "ok":
-                    if opt.strict and r.status == _BROKEN:
+                    if opt.strict and r.status == "undecodable":
                         raise UserError(
                             f"prepare: {src / rel}: {r.reason}; remove or fix it, or leave out --strict "
                             "to skip such files (they are listed in skipped.txt)"
                         )
-                    tally.skipped.append((rel, r.reason))
+                    tally.skipped.append(Skipped(rel, r.status, r.reason))
                     continue
                 name = tally.keep(r, rel)
                 if name is None:
@@ -626,8 +612,11 @@ def _write_archive(tmp: Path, src: Path, names: list[str], tasks: list[tuple[int
                 tally.hashes.append(r.hash64)
                 if opt.max_images is not None and len(tally.kept) >= opt.max_images:
                     break
+            tally.skipped += [Skipped(n, "past-max-images", f"--max-images {opt.max_images} reached before it")
+                              for _, n in tasks[done:]]
             if not tally.kept:
-                reasons = "; ".join(f"{s}: {why}" for s, why in tally.skipped[:3])
+                bad = [k for k in tally.skipped if k.reason not in ("system-file", "not-image")]
+                reasons = "; ".join(f"{k.source}: {k.detail}" for k in bad[:3])
                 raise UserError(
                     f"prepare: none of the {len(names):,} image files under {src} could be used "
                     f"({reasons}); nothing was written"
@@ -644,7 +633,8 @@ def _write_metadata(zf: zipfile.ZipFile, lab: Labels | None, opt: PrepareOptions
         (kept[i]["source"], kept[j]["source"], d)
         for i, j, d in find_near_duplicates(tally.hashes, opt.near_duplicate_bits)
     ]
-    tally.skipped.sort(key=lambda s: s[0])
+    order = {r: i for i, r in enumerate(SKIP_REASONS)}
+    tally.skipped.sort(key=lambda k: (order[k.reason], k.source))
     meta = {
         "labels": [[k["name"], k["label"]] for k in kept] if lab is not None else None,
         "classes": lab.classes if lab is not None else None,
@@ -671,7 +661,10 @@ def _write_metadata(zf: zipfile.ZipFile, lab: Labels | None, opt: PrepareOptions
     _write_member(zf, "dataset.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
     _write_member(zf, "sizes.json", json.dumps(sizes, indent=1).encode())
     _write_member(zf, "duplicates.json", json.dumps(dups, indent=1, ensure_ascii=False).encode())
-    _write_member(zf, "skipped.txt", "".join(f"{s}\t{why}\n" for s, why in tally.skipped).encode())
+    # reason<TAB>detail<TAB>path, one line per file: the path last (it may hold a tab), line breaks escaped.
+    lines = ("\t".join((k.reason, " ".join(k.detail.split()), k.source.replace("\n", "\\n").replace("\r", "\\r")))
+             for k in tally.skipped)
+    _write_member(zf, "skipped.txt", "".join(line + "\n" for line in lines).encode())
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -86,10 +86,11 @@ class TrainConfig:
     grid: tuple[int, int] = (8, 4)      # fakes grid: columns, rows
     metrics: tuple[str, ...] = ()       # --metrics: fid<N>k / kid<N>k of G_ema at every snapshot
     inception_weights: Optional[str] = None  # Inception file for metrics (null: torch's hub cache)
-    metrics_cache: Optional[str] = None      # real-feature cache (null: <outdir>/.metrics-cache)
+    metrics_cache: Optional[str] = None      # real-feature cache (null: $MTF_CACHE_DIR/stats)
     init: Optional[str] = None          # --init: the network this run started from (a .pkl or checkpoint;
                                         # recorded, applied only when the run starts: gan.transfer)
     freeze_d: int = 0                   # --freeze-d: freeze D's first N layers (Mo et al. 2020; as --freezed)
+    keep: Optional[int] = None          # --keep: keep only the newest N checkpoints of the run; null = all
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"train.batch_gpu={self.batch_gpu} must be >= 1 (or null for a rank's whole share)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"train.threads={self.threads} must be >= 1 (or null for torch's default)")
+        if self.keep is not None and self.keep < 1:
+            raise ValueError(f"train.keep={self.keep} must be >= 1 (the newest checkpoint always stays), or null")
         if self.freeze_d < 0:
             raise ValueError(f"train.freeze_d={self.freeze_d} must be >= 0 (0 = train every layer of D)")
         if self.init is not None and not self.init.strip():

@@ -60,7 +60,7 @@ from gan import distributed as dist
 from gan import monitor
 from gan import transfer
 from gan.augment import AdaController, AugmentPipe
-from gan.checkpoint import checkpoint_name, load_resume_state, read_network, save_checkpoint
+from gan.checkpoint import checkpoint_name, load_resume_state, prune_checkpoints, read_network, save_checkpoint
 from gan.config import from_dict, save_config, to_dict
 from gan.dataset import ImageDataset, InfiniteSampler
 from gan.images import images_to_uint8, make_grid, save_png
@@ -70,13 +70,32 @@ from gan.networks import NetworkConfig, build_discriminator, build_generator
 from gan.run_config import RunConfig, TrainConfig, batch_plans
 from gan.util import UserError
 
-__all__ = ["train", "TrainingDiverged", "build", "restore", "update_ema", "check_finite", "report_tick", "snapshot"]
+__all__ = ["train", "TrainingDiverged", "TrainingStopped", "EXIT_STOPPED", "build", "restore", "update_ema", "check_finite", "report_tick", "snapshot"]
 
 log = logging.getLogger(monitor.LOGGER_NAME)
 
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the message names the phase and the kimg."""
+
+
+#: Exit status of ``mtf-gan train`` stopped by a signal after writing its checkpoint (0 is a
+#: finished run, 1 an error, 2 a usage error or a missing weights file).
+EXIT_STOPPED = 3
+#: Under torchrun the ranks agree whether to stop every this many steps (one CPU all-reduce).
+STOP_CHECK_STEPS = 4
+
+
+class TrainingStopped(UserError):
+    """The run stopped on SIGTERM, SIGUSR1 or SIGINT at a step boundary after writing a
+    checkpoint of its exact state (``checkpoint``); ``--resume latest`` continues it
+    bit-identically. The CLI exits with :data:`EXIT_STOPPED`."""
+
+    exit_code = EXIT_STOPPED
+
+    def __init__(self, message: str, checkpoint: Optional[Path] = None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 # ---------------------------------------------------------------------------- grids
@@ -318,13 +337,32 @@ def _log_setup(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: Ima
         log.info("%s", line)
 
 
-def _loader(cfg: RunConfig, dataset: ImageDataset, device: torch.device, start: int, rows: list[int]):
+class _Batches:
+    """The data loader's iterator behind a :meth:`close`. Its workers ignore stop signals
+    (:func:`gan.distributed.ignore_stop_signals`), so they must be shut down in order when the
+    loop ends, also on an exception, rather than left for multiprocessing's exit-time
+    ``terminate()`` (a SIGTERM they would ignore): dropping the iterator does that."""
+
+    def __init__(self, it) -> None:
+        self._it = it
+
+    def __next__(self):
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it = None  # the iterator's __del__ asks each worker to exit and joins it
+
+
+def _loader(cfg: RunConfig, dataset: ImageDataset, device: torch.device, start: int, rows: list[int]) -> _Batches:
     """This rank's rows of every global batch from image position ``start`` on, forever."""
     sampler = InfiniteSampler(len(dataset), cfg.train.seed, start=start, batch=cfg.train.batch, rows=rows)
-    return iter(torch.utils.data.DataLoader(
+    return _Batches(iter(torch.utils.data.DataLoader(
         dataset, batch_size=len(rows), sampler=sampler, num_workers=cfg.data.workers,
         pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.data.workers > 0 else None,
-        persistent_workers=False))
+        persistent_workers=False,
+        # A scheduler that signals the whole process group must not kill the workers before the
+        # main process has written its checkpoint; the main process ends them.
+        worker_init_fn=dist.ignore_stop_signals if cfg.data.workers > 0 else None)))
 
 
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDataset, state: Optional[dict],
@@ -356,12 +394,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
     data_iter = _loader(cfg, dataset, device, run.cur_nimg, main_plan.rows)
 
     total_nimg = int(round(t.kimg * 1000))
-    tick_nimg, snap_nimg = max(int(t.tick_kimg * 1000), 1), max(int(t.snap_kimg * 1000), 1)
     clock.tick_start(run.cur_nimg)
-    # Non-finite guard: per phase, the first cur_nimg with a non-finite loss (-1 = none), on device.
-    first_bad = {p.name: torch.full([], -1, dtype=torch.int64, device=device) for p in run.phases}
-    last_stats: dict[str, Any] = {}
-    last_ckpt: Optional[Path] = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log.info("training from kimg %.3f to %.3f (batch %d, tick %g kimg, snapshot %g kimg)",
@@ -369,7 +402,37 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
     bar = tqdm(total=total_nimg, initial=run.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not progress, file=sys.stderr, desc="train")
 
-    done = run.cur_nimg >= total_nimg
+    try:
+        with dist.StopSignals() as stops:  # SIGTERM, SIGUSR1, SIGINT: stop at a step boundary with a checkpoint
+            last_ckpt, last_stats = _loop(cfg, run, run_dir, device, dataset, resume, mon, bar, clock, stops, grid,
+                                          metrics, data_iter, label_table, main_plan, greg_plan,
+                                          run.cur_nimg >= total_nimg)
+    finally:
+        data_iter.close()
+    bar.close()
+    log.info("done: kimg %.3f in %s", run.cur_nimg / 1000, _format_time(time.time() - clock.start))
+    return {"run_dir": run_dir, "cur_nimg": run.cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
+            "G": run.G, "D": run.D, "G_ema": run.G_ema}
+
+
+def _loop(cfg: RunConfig, run: Run, run_dir: Path, device: torch.device, dataset: ImageDataset, resume: Any,
+          mon: monitor.Monitor, bar, clock: "_Clock", stops: dist.StopSignals, grid: tuple, metrics, data_iter,
+          label_table: torch.Tensor, main_plan: dist.BatchPlan, greg_plan: dist.BatchPlan, done: bool
+          ) -> tuple[Optional[Path], dict[str, Any]]:
+    """The steps from ``run.cur_nimg`` to ``train.kimg``; ``(last checkpoint, last tick's means)``.
+
+    A stop signal (:class:`gan.distributed.StopSignals`) ends the loop at a step boundary: every
+    rank agrees on the step (every :data:`STOP_CHECK_STEPS` steps under torchrun, one CPU
+    all-reduce, no device sync), the state is written by :func:`snapshot` (the same path as a
+    periodic checkpoint, so ADA's per-rank sign sums are reduced first) and
+    :class:`TrainingStopped` is raised."""
+    t, world = cfg.train, dist.world_size()
+    total_nimg = int(round(t.kimg * 1000))
+    tick_nimg, snap_nimg = max(int(t.tick_kimg * 1000), 1), max(int(t.snap_kimg * 1000), 1)
+    # Non-finite guard: per phase, the first cur_nimg with a non-finite loss (-1 = none), on device.
+    first_bad = {p.name: torch.full([], -1, dtype=torch.int64, device=device) for p in run.phases}
+    last_stats: dict[str, Any] = {}
+    last_ckpt: Optional[Path] = None
     while not done:
         real_u8, real_c = next(data_iter)  # [b, C, H, W] uint8, [b, c_dim]: this rank's rows
         real_img = real_u8.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1  # [b, C, H, W] in [-1, 1]
@@ -385,7 +448,10 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         bar.update(t.batch)
 
         done = run.cur_nimg >= total_nimg
-        snap = done or (run.cur_nimg // snap_nimg) > ((run.cur_nimg - t.batch) // snap_nimg)
+        stop = stops.received is not None
+        if world > 1:  # every rank stops at the same step
+            stop = run.batch_idx % STOP_CHECK_STEPS == 0 and dist.agree_stop(stop)
+        snap = done or stop or (run.cur_nimg // snap_nimg) > ((run.cur_nimg - t.batch) // snap_nimg)
         if not (snap or run.cur_nimg >= clock.tick_nimg + tick_nimg):
             continue
         run.tick += 1
@@ -393,14 +459,17 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
         last_stats = report_tick(run, mon, clock, device)
         if snap:
             last_ckpt = snapshot(cfg, run, run_dir, dataset, grid, mon, last_stats)
+            if stop:
+                bar.close()
+                why = stops.received or "a stop signal on another rank"
+                msg = (f"stopped on {why} at kimg {run.cur_nimg / 1000:.3f}: wrote {last_ckpt}; continue with "
+                       f"`mtf-gan train --outdir {run_dir.parent} --resume latest` (or --resume auto)")
+                log.info("%s", msg)
+                raise TrainingStopped(msg, last_ckpt)
             if metrics is not None:
                 metrics.evaluate(run.G_ema, run.cur_nimg, last_ckpt)
         clock.tick_start(run.cur_nimg)
-
-    bar.close()
-    log.info("done: kimg %.3f in %s", run.cur_nimg / 1000, _format_time(time.time() - clock.start))
-    return {"run_dir": run_dir, "cur_nimg": run.cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
-            "G": run.G, "D": run.D, "G_ema": run.G_ema}
+    return last_ckpt, last_stats
 
 
 # ---------------------------------------------------------------------------- tick and snapshot
@@ -494,14 +563,30 @@ def snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDataset, gri
         signs = torch.tensor([ada_state["signs_sum"], ada_state["signs_count"]], dtype=torch.float64)
         ada_state["signs_sum"], ada_state["signs_count"] = dist.all_reduce_(signs).tolist()
     path = run_dir / checkpoint_name(run.cur_nimg)
-    if not dist.is_rank0():
-        return path
+    failure = None
+    if dist.is_rank0():
+        try:
+            _write_snapshot(cfg, run, run_dir, dataset, grid, mon, stats, path, name, ada_state)
+        except OSError as exc:  # disk full, folder gone: the previous checkpoint stays as it was
+            failure = (f"could not write {path.name} in {run_dir} ([Errno {exc.errno}] {exc.strerror or exc}); "
+                       f"the previous checkpoint is intact and no partial file was left: free space (or fix the "
+                       f"folder), then continue with --resume latest")
+    failure = dist.broadcast_object(failure)  # every rank stops together, with rank 0's sentence
+    if failure is not None:
+        raise UserError(failure)
+    return path
+
+
+def _write_snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDataset, grid: tuple,
+                    mon: monitor.Monitor, stats: dict[str, float], path: Path, name: str, ada_state: dict) -> None:
+    """Rank 0's files of a snapshot: ``fakes-<kimg>.png``, ``checkpoint-<kimg>.pt`` (atomic), then
+    ``--keep``'s pruning of older checkpoints (only once the new one is complete)."""
     _, z, c = grid
     cols, rows = cfg.train.grid
     fakes = make_grid(_fakes(run.G_ema, z, c), cols, rows)
     save_png(run_dir / f"fakes-{name}.png", fakes)
     mon.image("Fakes", fakes, run.cur_nimg)
-    path = save_checkpoint(path, {
+    save_checkpoint(path, {
         "config": to_dict(cfg),
         "cur_nimg": run.cur_nimg,
         "batch_idx": run.batch_idx,
@@ -514,7 +599,10 @@ def snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDataset, gri
         "stats": stats,
     })
     log.info("wrote %s and fakes-%s.png", path.name, name)
-    return path
+    if cfg.train.keep is not None:
+        gone = prune_checkpoints(run_dir, cfg.train.keep, path)
+        if gone:
+            log.info("--keep %d: removed %s", cfg.train.keep, ", ".join(p.name for p in gone))
 
 
 # ---------------------------------------------------------------------------- phases

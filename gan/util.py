@@ -1,5 +1,6 @@
 """Small helpers shared by every stage: user-facing errors (``UserError``, ``MissingWeights``),
-atomic writes, the one seed mixer ``derive_seed``, PATH for ninja."""
+atomic writes, the one cache root ``cache_root`` (both packages' caches live below it), the one
+seed mixer ``derive_seed``, PATH for ninja."""
 
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def cache_root() -> Path:
+    """The folder every cache of mtf-faces lives below: ``$MTF_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/mtf-faces``, else ``~/.cache/mtf-faces``.
+
+    Each user keeps one folder in it: ``stats/`` the metrics' real-side features
+    (:func:`gan.metrics.default_stats_cache`), ``weights-sha256.json`` the weights files'
+    SHA-256 (:func:`gan.extractors.sha256_file`), ``classify/`` the classifiers' decoded images
+    (:func:`classify.dataset.default_cache_dir`). One variable moves them all, e.g. to a
+    cluster's scratch space. Read at call time, so a test can point it elsewhere. (The compiled
+    ops keep theirs apart, ``$MTF_EXTENSIONS_DIR``: :func:`gan.ops._build.cache_root`.)
+    """
+    if os.environ.get("MTF_CACHE_DIR"):
+        return Path(os.environ["MTF_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "mtf-faces"
 
 
 def ensure_venv_bin_on_path() -> None:

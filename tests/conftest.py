@@ -125,7 +125,23 @@ def _built_once(tmp_path_factory, name: str, build) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _workers_build_the_heavy_fixtures(request):
+def _cache_root_in_a_temporary_folder(tmp_path_factory):
+    """``$MTF_CACHE_DIR`` (:func:`gan.util.cache_root`: the metrics' real features, the weights'
+    SHA-256 memo, the classifiers' decoded images) points into this run's temporary folder, for
+    this process and the ones it starts (torchrun, CLIs), so ``make test`` writes nothing under
+    the home folder, whatever the caller's environment says. A test that counts files in the
+    cache points the variable at its own ``tmp_path`` (monkeypatch.setenv)."""
+    before = os.environ.get("MTF_CACHE_DIR")
+    os.environ["MTF_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtf-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MTF_CACHE_DIR", None)
+    else:
+        os.environ["MTF_CACHE_DIR"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workers_build_the_heavy_fixtures(request, _cache_root_in_a_temporary_folder):
     """Under pytest-xdist, worker ``gw<i>`` builds heavy fixture ``i`` (the demo GAN run on
     gw0, the demo classifiers on gw1) before its first test, while the other worker runs
     tests that need neither (their files come last); a worker that needs one sooner waits

@@ -19,7 +19,7 @@ from tests._settings import REPO
 #: Every module, lowest first. A module may import only modules listed before it.
 LAYERS = {
     "gan": [
-        "gan.util", "gan.config", "gan.images", "gan.face_paint", "gan.synthetic", "gan.labels", "gan.prepare", "gan.dataset",
+        "gan.util", "gan.config", "gan.images", "gan.face_paint", "gan.synthetic", "gan.labels", "gan.duplicates", "gan.prepare", "gan.dataset",
         "gan.ops._build", "gan.ops.bias_act", "gan.ops.upfirdn2d", "gan.ops.grid_sample", "gan.ops", "gan.ops.doctor",
         "gan.augment", "gan.layers", "gan.networks", "gan.convert", "gan.published", "gan.monitor", "gan.distributed", "gan.loss",
         "gan.checkpoint", "gan.extractors", "gan.generate", "gan.metrics", "gan.run_config", "gan.transfer", "gan.train", "gan.cli", "gan",

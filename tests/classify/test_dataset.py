@@ -209,3 +209,17 @@ def test_cached_batches_cover_every_image_once_in_a_seeded_order(tmp_path):
     reds, _ = epoch(0, drop_last_single=True)
     assert [len(b) for b in reds] == [4, 4]  # a last batch of one would break BatchNorm
     assert len(D.CachedBatches(split, 4, drop_last_single=True)) == 2
+
+
+def test_decoded_cache_defaults_to_classify_below_the_cache_root(tmp_path, monkeypatch):
+    """``$MTF_CACHE_DIR`` is the root of every cache now: the decoded images land in its
+    ``classify/`` (beside the metrics' ``stats/``); without it, ``$XDG_CACHE_HOME/mtf-faces/classify``."""
+    monkeypatch.setenv("MTF_CACHE_DIR", str(tmp_path / "mtf-cache"))
+    assert D.default_cache_dir() == tmp_path / "mtf-cache" / "classify"
+    p = tmp_path / "imgs" / "0.png"
+    _img(p, (10, 20, 30))
+    split = D.cached_split([(p, 0)], 8, D.default_cache_dir(), name="t", progress=False)
+    assert split.built and split.path.parent == tmp_path / "mtf-cache" / "classify"
+    monkeypatch.delenv("MTF_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert D.default_cache_dir() == tmp_path / "xdg" / "mtf-faces" / "classify"

@@ -137,7 +137,7 @@ def test_predictions_feed_prepare_and_the_vote_matches_true_attributes(
     summary = prepare(tree, tmp_path / "image.zip", resolution=32, labels=preds, label_columns=("gender",),
                       progress=False)
     assert summary.count == 96 - counts["uncertain"]["gender"]
-    assert len(summary.skipped) == counts["uncertain"]["gender"]
+    assert summary.reasons["no-label"] == counts["uncertain"]["gender"]
 
 
 def test_person_csv_maps_files_and_errors_name_the_fix(synthetic_noncurated, tmp_path):

@@ -132,3 +132,22 @@ def test_load_generator_gives_the_ema_generator_ready_for_inference(demo_run):
     with torch.no_grad():
         img = G(z, c, noise_mode="const")
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+
+
+def test_prune_keeps_the_newest_and_never_the_one_just_written_or_other_files(tmp_path):
+    from gan.checkpoint import prune_checkpoints
+
+    for kimg in (0, 200, 400, 600):
+        save_checkpoint(tmp_path / checkpoint_name(kimg * 1000), {"config": {}, "G_ema": {}})
+    (tmp_path / "fakes-000200.png").write_bytes(b"png")
+    (tmp_path / ".checkpoint-000800.pt.tmp-x").write_bytes(b"partial")
+    gone = prune_checkpoints(tmp_path, 2, tmp_path / "checkpoint-000600.pt")
+    assert sorted(p.name for p in gone) == ["checkpoint-000000.pt", "checkpoint-000200.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".checkpoint-000800.pt.tmp-x", "checkpoint-000400.pt", "checkpoint-000600.pt", "fakes-000200.png"]
+    # The checkpoint just written stays even where it is not among the newest (a resumed older kimg).
+    save_checkpoint(tmp_path / checkpoint_name(100_000), {"config": {}, "G_ema": {}})
+    prune_checkpoints(tmp_path, 1, tmp_path / "checkpoint-000100.pt")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-000100.pt", "checkpoint-000600.pt"]
+    with pytest.raises(ValueError):
+        prune_checkpoints(tmp_path, 0, tmp_path / "checkpoint-000600.pt")

@@ -308,3 +308,41 @@ def test_in_training_fid_sharded_over_two_processes_equals_one_process(runs):
         assert a["n_real"] == b["n_real"] == 96
         assert b["value"] == pytest.approx(a["value"], rel=1e-3)
     assert one[0]["value"] != pytest.approx(one[1]["value"], rel=1e-3)  # the check can fail
+
+
+@pytest.mark.slow  # torchrun: two processes
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_the_run_resumes(prepared_archive, tmp_path):
+    """SIGTERM to torchrun itself (what SLURM's --signal=TERM@120 reaches through srun): it forwards
+    the signal to both ranks, which agree on one step, write one checkpoint of it and stop; the
+    run then resumes (in one process) and ends where the uninterrupted run ends."""
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(TORCHRUN + _cli(prepared_archive, out, 0.128, "--set", "data.workers=2"), env=_env(),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(out.glob("*/checkpoint-*.pt")):
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    run = _only_run(out)
+    names = [p.name for _, p in list_checkpoints(run)]
+    assert proc.returncode != 0 and len(names) == 2, (names, output[-3000:])
+    stopped = load_checkpoint(list_checkpoints(run)[-1][1])
+    assert 32 < stopped["cur_nimg"] < 128 and stopped["batch_idx"] % 4 == 0  # an agreed step, not a snapshot
+    log = (run / "log.txt").read_text()
+    assert log.count("stopped on SIGTERM") == 1, log[-2000:]  # rank 0 logs; both ranks stopped there
+
+    res = subprocess.run([sys.executable] + _cli(prepared_archive, out, 0.128, "--resume", "latest"), env=_env(),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    resumed = sorted(p for p in out.iterdir() if p.name.endswith("-resume"))[0]
+    ref = tmp_path / "ref"
+    train(_cfg(prepared_archive, 0.128), ref, progress=False, console=False)
+    _assert_close_states(load_checkpoint(list_checkpoints(ref)[-1][1]),
+                         load_checkpoint(list_checkpoints(resumed)[-1][1]))

@@ -80,3 +80,34 @@ def test_stub_extractor_has_the_real_extractors_interface(inception_weights, tmp
     assert [tuple(t.shape) for t in real(x)] == [(2, 2048), (2, 1008)]
     assert [tuple(t.shape) for t in stub(x)] == [(2, FEATURE_DIMS[E.POOL]), (2, 1008)]  # a narrower pool
     assert all(t.dtype == torch.float32 for t in (*real(x), *stub(x)))
+
+
+def test_weights_sha256_is_remembered_on_disk_per_path_size_and_mtime(tmp_path, monkeypatch):
+    """A second process (the in-process memo cleared) reads the SHA-256 from
+    $MTF_CACHE_DIR/weights-sha256.json instead of hashing the file again; a touched file
+    (new mtime) is hashed again; a damaged memo is only a re-hash."""
+    import json
+
+    monkeypatch.setenv("MTF_CACHE_DIR", str(tmp_path / "mtf-cache"))
+    hashed = []
+    orig = E._hash_file
+    monkeypatch.setattr(E, "_hash_file", lambda path: hashed.append(path) or orig(path))
+    p = tmp_path / "weights.pth"
+    p.write_bytes(b"w" * 4096)
+    want = hashlib.sha256(b"w" * 4096).hexdigest()
+    E._sha256_of.cache_clear()
+    assert E.sha256_file(p) == want and len(hashed) == 1
+    memo = tmp_path / "mtf-cache" / E.SHA256_MEMO
+    entry = json.loads(memo.read_text())[str(p.resolve())]
+    assert entry == {"size": 4096, "mtime_ns": p.stat().st_mtime_ns, "sha256": want}
+    assert [f.name for f in memo.parent.iterdir()] == [memo.name]  # written atomically: no temporary left
+    E._sha256_of.cache_clear()  # as a new process
+    assert E.sha256_file(p) == want and len(hashed) == 1
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    E._sha256_of.cache_clear()
+    assert E.sha256_file(p) == want and len(hashed) == 2
+    memo.write_text("{not json")
+    E._sha256_of.cache_clear()
+    assert E.sha256_file(p) == want and len(hashed) == 3 and str(p.resolve()) in json.loads(memo.read_text())
+    E._sha256_of.cache_clear()

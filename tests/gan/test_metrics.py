@@ -50,6 +50,14 @@ def stub_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def cache_root(tmp_path, monkeypatch) -> Path:
+    """``$MTF_CACHE_DIR`` of this test alone (the session's is shared), so files can be counted."""
+    root = tmp_path / "mtf-cache"
+    monkeypatch.setenv("MTF_CACHE_DIR", str(root))
+    return root
+
+
+@pytest.fixture
 def stub_weights(stub_file) -> Path:
     """A weights file for ``--inception-weights``, with the stub extractor built from it for this
     test (its own patch, so a test's ``monkeypatch.undo()`` keeps the stub)."""
@@ -168,7 +176,7 @@ def test_real_feature_cache_equal_reused_and_invalidated(folders, stub_weights, 
         shutil.copy(f, real / f.name)
     fake, cache = folders["flat"], tmp_path / "cache"
     kw = dict(metrics=("fid",), num=12, batch=12, inception_weights=stub_weights)
-    uncached = M.compute_metrics(real, fake, **kw)
+    uncached = M.compute_metrics(real, fake, cache_dir=None, **kw)
     first = M.compute_metrics(real, fake, cache_dir=cache, **kw)
     assert len(list(cache.glob("real-features-*.pt"))) == 1
 
@@ -265,7 +273,7 @@ def test_per_class_scores_use_equal_counts_and_condition_the_fakes(demo_run, pre
 
 
 def test_training_with_metrics_writes_jsonl_rows_and_tensorboard_scalars(prepared_archive, stub_weights,
-                                                                        tmp_path, monkeypatch):
+                                                                        tmp_path, monkeypatch, cache_root):
     """Two snapshots with fid24,kid24: rows per snapshot in metrics.jsonl, Metrics/fid24 in
     TensorBoard, and the real side extracted once (cached) for both snapshots and both metrics."""
     from gan.checkpoint import checkpoint_name
@@ -287,8 +295,10 @@ def test_training_with_metrics_writes_jsonl_rows_and_tensorboard_scalars(prepare
                                                         ("kid24", 0.032)]
     assert all(r["n_fake"] == 24 and r["n_real"] == 96 and r["value"] > 0 for r in rows[::2])
     assert rows[-1]["checkpoint"] == checkpoint_name(32)
-    cached = list((tmp_path / ".metrics-cache").glob("real-features-*.pt"))
+    cached = list((cache_root / "stats").glob("real-features-*.pt"))  # the shared default, $MTF_CACHE_DIR/stats
     assert len(cached) == 1 and len(calls) == 2
+    assert f"real features (inception-v3-compat/2048): cached in {cache_root / 'stats'} (1 file, " in \
+        (run / "log.txt").read_text()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ev = EventAccumulator(str(run)).Reload()
@@ -298,7 +308,7 @@ def test_training_with_metrics_writes_jsonl_rows_and_tensorboard_scalars(prepare
 
 def test_training_metrics_write_rows_report_scalars_and_extract_the_reals_once(demo_run, prepared_archive,
                                                                               stub_weights, tmp_path, monkeypatch,
-                                                                              one_thread):
+                                                                              one_thread, cache_root):
     """What the training loop calls at each snapshot: rows appended to metrics.jsonl (and
     returned), Metrics/<name> sent to the monitor at cur_nimg, the real side cached."""
     from gan.checkpoint import load_generator
@@ -325,7 +335,10 @@ def test_training_metrics_write_rows_report_scalars_and_extract_the_reals_once(d
     assert all(r["n_fake"] == 24 and r["n_real"] == 96 for r in rows) and "std" in rows[1] and "std" not in rows[0]
     assert rows[0]["value"] == rows[2]["value"] > 0  # the same G: the same fakes, the same value
     assert scalars == [(f"Metrics/{r['metric']}", r["value"], round(r["kimg"] * 1000)) for r in rows]
-    assert len(calls) == 2 and len(list((tmp_path / ".metrics-cache").glob("real-features-*.pt"))) == 1
+    assert len(calls) == 2 and len(list((cache_root / "stats").glob("real-features-*.pt"))) == 1
+    other = tmp_path / "elsewhere"  # train.metrics_cache still picks another folder
+    tm = M.TrainingMetrics.from_config(dataclasses.replace(cfg, metrics_cache=str(other)), prepared_archive, run, "cpu")
+    assert tm.cache_dir == other
 
 
 def test_training_with_metrics_but_no_weights_stops_before_the_run_folder(prepared_archive, tmp_path, monkeypatch):
@@ -380,3 +393,54 @@ def test_metrics_take_a_published_pkl_and_its_import_alike(folders, stub_weights
     assert [r["fake"] for r in rows] == [str(pkl), str(pt)]
     values = [r["value"] for r in rows]
     assert values[0] == pytest.approx(values[1], rel=1e-6) and values[0] > 0
+
+
+def test_a_second_metrics_call_reuses_the_default_cache_and_no_stats_cache_extracts_again(
+        folders, stub_weights, tmp_path, monkeypatch, cache_root, one_thread):
+    """No cache flag: the reals' features land in $MTF_CACHE_DIR/stats and the second call
+    extracts none; where the cache is and its size go to stderr (stdout stays JSON);
+    --no-stats-cache extracts again and writes nothing there."""
+    from gan.cli import main
+
+    extracted = []
+    orig = M.iter_real_images
+    monkeypatch.setattr(M, "iter_real_images", lambda *a, **k: extracted.append(1) or orig(*a, **k))
+    args = ["metrics", "--real", str(folders["noise"]), "--fake", str(folders["flat"]), "--metrics", "fid",
+            "--num", "12", "--batch", "20", "--inception-weights", str(stub_weights), "--out", str(tmp_path),
+            "--no-progress"]
+    stats = cache_root / "stats"
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert len(extracted) == 1 and len(list(stats.glob("real-features-*.pt"))) == 1
+    assert f"real features (inception-v3-compat/2048): cached in {stats} (1 file, " in first.stderr
+    second = CliRunner().invoke(main, args + ["--json"])
+    assert second.exit_code == 0, second.output
+    assert len(extracted) == 1, "the second call extracted the reals again"
+    assert f"read from the cache in {stats} (1 file, " in second.stderr
+    assert json.loads(second.stdout)[0]["metric"] == "fid"
+    before = {f: f.stat().st_mtime_ns for f in stats.iterdir()}
+    off = CliRunner().invoke(main, args + ["--no-stats-cache"])
+    assert off.exit_code == 0, off.output
+    assert len(extracted) == 2 and "real features" not in off.stderr
+    assert {f: f.stat().st_mtime_ns for f in stats.iterdir()} == before
+    clash = CliRunner().invoke(main, args + ["--no-stats-cache", "--stats-cache", str(tmp_path / "c")])
+    assert clash.exit_code == 2 and "contradict" in clash.output
+
+
+def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_result(folders, stub_weights, tmp_path,
+                                                                     monkeypatch, one_thread):
+    """A full disk (ENOSPC) while writing the real features: the metric is still computed, no
+    partial file is left, and the line says which folder failed and what to do."""
+    import errno
+
+    notes: list[str] = []
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(M.torch, "save", full)
+    cache = tmp_path / "cache"
+    res = M.compute_metrics(folders["noise"], folders["flat"], metrics=("fid",), num=12, batch=20,
+                            inception_weights=stub_weights, cache_dir=cache, echo=notes.append)
+    assert np.isfinite(res["fid"]) and list(cache.iterdir()) == []
+    assert len(notes) == 1 and f"writing in {cache} failed (ENOSPC" in notes[0] and "--no-stats-cache" in notes[0]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image
 
 import gan.prepare as prepare_module
 from gan.cli import main
-from gan.prepare import archive_name, dhash, find_near_duplicates, prepare
+from gan.prepare import SKIP_REASONS, archive_name, prepare
 from gan.util import UserError
 
 RES = 32
@@ -59,7 +60,8 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-# Expected fate of every file in the salted tree (relative path -> "ok" | reason kind).
+# Expected fate of every image file in the salted tree (relative path -> "ok" | "exact" |
+# "near" | how the detail of an undecodable file starts).
 SALTED = {
     "A/a0.png": "ok",
     "A/a1 wide.JPG": "ok",  # 80x64, center-cropped
@@ -78,6 +80,8 @@ SALTED = {
     "B/empty.jpg": "empty file",
     "top.png": "ok",  # directly in SRC (no class folder)
 }
+# The salted tree's other files: never read, listed with their reason.
+SALTED_OTHERS = {"B/notes.txt": "not-image", "B/.hidden.jpg": "system-file"}
 
 
 @pytest.fixture(scope="module")
@@ -122,21 +126,23 @@ def test_prepare_salted_tree_writes_expected_images_labels_and_reports(salted, s
     # With --labels folder, top.png (directly in SRC) has no class and is skipped.
     ok = sorted(k for k, v in SALTED.items() if v in ("ok", "near") and k != "top.png")
     assert s.count == len(ok) == meta["num_images"]
-    assert s.found == len(SALTED)  # notes.txt and .hidden.jpg are not image files
+    assert s.found == len(SALTED) and s.files == len(SALTED) + len(SALTED_OTHERS)
     assert [im["source"] for im in meta["images"]] == ok  # sorted source order
     assert [im["name"] for im in meta["images"]] == [archive_name(i) for i in range(len(ok))]
     assert meta["classes"] == ["A", "B"]
     assert meta["labels"] == [[im["name"], 0 if im["source"].startswith("A/") else 1] for im in meta["images"]]
     assert meta["resolution"] == RES
 
-    skipped = dict(s.skipped)
-    expect_skipped = {k: v for k, v in SALTED.items() if v not in ("ok", "near", "exact")}
-    expect_skipped["top.png"] = "not inside a class folder"
+    skipped = {k.source: k for k in s.skipped}
+    expect_skipped = {k: ("undecodable", v) for k, v in SALTED.items() if v not in ("ok", "near", "exact")}
+    expect_skipped["top.png"] = ("no-label", "not inside a class folder")
+    expect_skipped["B/notes.txt"] = ("not-image", "extension .txt is not one of .jpg")
+    expect_skipped["B/.hidden.jpg"] = ("system-file", "hidden or system name '.hidden.jpg'")
     assert set(skipped) == set(expect_skipped)
-    for name, kind in expect_skipped.items():
-        assert skipped[name].startswith(kind), (name, skipped[name])
-    lines = members["skipped.txt"].decode().splitlines()
-    assert sorted(line.split("\t")[0] for line in lines) == sorted(expect_skipped)
+    for name, (reason, detail) in expect_skipped.items():
+        assert skipped[name].reason == reason and skipped[name].detail.startswith(detail), skipped[name]
+    lines = [line.split("\t", 2) for line in members["skipped.txt"].decode().splitlines()]
+    assert sorted((p, r) for r, _, p in lines) == sorted((p, r) for p, (r, _) in expect_skipped.items())
 
     assert s.exact_duplicates == [("A/a3-copy.bmp", "A/a0.png")]
     assert [(a, b) for a, b, _ in s.near_duplicates] == [("A/a0.png", "A/a4-near.png")]
@@ -159,7 +165,9 @@ def test_prepare_salted_tree_writes_expected_images_labels_and_reports(salted, s
     os.umask(umask)
     assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     text = s.format()
-    assert "skipped 4 files" in text and "skipped.txt" in text and "exact duplicates dropped: 1" in text
+    assert f"{s.files} files read = {s.count} archived + 1 duplicates + {len(expect_skipped)} skipped" in text
+    assert "skipped: system-file: 1, not-image: 1, no-label: 1, undecodable: 3 (one line each in skipped.txt" in text
+    assert "exact duplicates dropped: 1" in text and "--strict" in text
 
 
 def test_prepare_output_is_identical_for_one_and_two_workers(salted, salted_archive, tmp_path):
@@ -208,14 +216,15 @@ def test_prepare_strict_also_stops_on_an_image_without_a_label(salted, tmp_path)
 
 def test_prepare_min_size_refuses_small_images_instead_of_upscaling(salted, tmp_path):
     s = prepare(salted, tmp_path / "m.zip", resolution=RES, min_size=RES, progress=False)
-    reasons = dict(s.skipped)
-    assert reasons["B/b0-small.png"].startswith("short side 16 px is below --min-size 32")
+    small = next(k for k in s.skipped if k.source == "B/b0-small.png")
+    assert small.reason == "too-small" and small.detail.startswith("short side 16 px is below --min-size 32")
     assert s.upscaled == 0 and s.below_target == 1
 
 
 def test_prepare_crop_none_skips_non_square_images(salted, tmp_path):
     s = prepare(salted, tmp_path / "c.zip", resolution=RES, crop="none", progress=False)
-    assert dict(s.skipped)["A/a1 wide.JPG"].startswith("not square (80x64)")
+    wide = next(k for k in s.skipped if k.source == "A/a1 wide.JPG")
+    assert wide.reason == "not-square" and wide.detail.startswith("not square (80x64)")
 
 
 def test_prepare_center_crop_takes_the_middle_square(tmp_path):
@@ -319,6 +328,124 @@ def test_prepare_max_images_stops_after_that_many(salted, tmp_path):
     meta, _ = read_archive(tmp_path / "m.zip")
     assert s.count == 3 and len(meta["images"]) == 3
     assert [im["source"] for im in meta["images"]] == ["A/a0.png", "A/a1 wide.JPG", "A/a4-near.png"]
+    # Every image file after the third kept one (in sorted order) is listed, never read.
+    assert sorted(k.source for k in s.skipped if k.reason == "past-max-images") == sorted(SALTED)[4:]
+    assert s.reasons["past-max-images"] == len(SALTED) - 4 and s.reasons["undecodable"] == 0
+
+
+# ---------------------------------------------------------------------------- accounting
+
+
+# Every kind of file a downloaded tree holds and where prepare must put it, run with
+# --labels folder --min-size 12 --crop none --max-images 3 (images are 16 px).
+ACCOUNTED = {
+    "A/a0.png": "archived",
+    "A/a1.png": "archived",
+    "A/a2-copy.png": "duplicate",  # a1's pixels
+    "A/bad.jpg": "undecodable",
+    "A/small.png": "too-small",  # 8x8
+    "A/wide.png": "not-square",  # 24x16
+    "A/._a0.png": "system-file",  # an AppleDouble fork
+    "B/b0.png": "archived",  # the third: --max-images is reached
+    "B/notes.txt": "not-image",
+    "B/tab\there.txt": "not-image",  # skipped.txt keeps the path last, so a tab in it parses
+    "B/Thumbs.db": "system-file",
+    "B/desktop.ini": "system-file",
+    "C/c0.png": "past-max-images",
+    "C/c1.jpg": "past-max-images",
+    "root.png": "no-label",  # not in a class folder
+    "attributes.csv": "not-image",
+    ".DS_Store": "system-file",
+    ".cache/x.png": "system-file",  # inside a dot-folder
+    "__MACOSX/A/._a0.png": "system-file",  # an unzipped Finder archive
+}
+ACCOUNT_OPTIONS = dict(resolution=8, labels="folder", min_size=12, crop="none", max_images=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def account_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("account") / "faces"
+    for i, rel in enumerate(["A/a0.png", "A/a1.png", "B/b0.png", "C/c0.png", "C/c1.jpg", "root.png"]):
+        save(root / rel, smooth(300 + i, 16, 16))
+    shutil.copy(root / "A/a1.png", root / "A/a2-copy.png")
+    save(root / "A/small.png", smooth(310, 8, 8))
+    save(root / "A/wide.png", smooth(311, 16, 24))
+    for rel in ACCOUNTED:
+        if not (root / rel).exists():  # the rest hold bytes that are no image
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"\x00\x05\x16\x07 not an image")
+    return root
+
+
+def finder_zip(tree: Path, dest: Path) -> dict[str, str]:
+    """Zip ``tree`` as macOS Finder does (everything inside the top folder, directory entries,
+    a ``__MACOSX/`` beside it with a ``._`` fork per file); the expected fates of its files."""
+    expected = dict(ACCOUNTED)
+    with zipfile.ZipFile(dest, "w") as zf:
+        zf.writestr(f"{tree.name}/", b"")
+        for p in sorted(tree.rglob("*")):
+            rel = p.relative_to(tree).as_posix()
+            if p.is_dir():
+                zf.writestr(f"{tree.name}/{rel}/", b"")
+                continue
+            zf.write(p, f"{tree.name}/{rel}")
+            if p.suffix in (".png", ".jpg") and ACCOUNTED[rel] != "system-file":
+                fork = (Path("__MACOSX") / tree.name / rel).with_name(f"._{p.name}").as_posix()
+                zf.writestr(fork, b"\x00\x05\x16\x07 Mac OS X resource fork")
+                expected[fork] = "system-file"  # outside the stripped top folder: the full name
+    return expected
+
+
+def fates(dest: Path) -> dict[str, str]:
+    """Where each source file went, read back from the archive; no file in two places."""
+    meta, members = read_archive(dest)
+    placed = [(im["source"], "archived") for im in meta["images"]]
+    placed += [(d["dropped"], "duplicate") for d in json.loads(members["duplicates.json"])["exact"]]
+    for line in members["skipped.txt"].decode().splitlines():
+        reason, detail, path = line.split("\t", 2)
+        assert reason in SKIP_REASONS and detail, line
+        placed.append((path, reason))
+    out = dict(placed)
+    assert len(out) == len(placed), sorted(placed)
+    return out
+
+
+def check_accounting(s, dest: Path, expected: dict[str, str]) -> None:
+    assert fates(dest) == expected
+    assert read_archive(dest)[0]["classes"] == ["A", "B", "C"]
+    counts = Counter(expected.values())
+    assert s.files == len(expected) and s.count == 3 and s.num_exact_duplicates == 1
+    assert s.reasons == {r: counts[r] for r in SKIP_REASONS}
+    text = s.format()
+    assert f"{len(expected)} files read = 3 archived + 1 duplicates + {len(expected) - 4} skipped" in text
+    assert "skipped: " + ", ".join(f"{r}: {counts[r]}" for r in SKIP_REASONS) in text
+
+
+def test_prepare_accounts_for_every_file_of_a_folder_exactly_once(account_tree, tmp_path):
+    s = prepare(account_tree, tmp_path / "a.zip", **ACCOUNT_OPTIONS)
+    check_accounting(s, tmp_path / "a.zip", ACCOUNTED)
+
+
+def test_prepare_accounts_for_a_finder_zip_and_strips_its_top_folder(account_tree, tmp_path):
+    # __MACOSX/ beside the top folder is no second folder: the top one is stripped, so
+    # --labels folder sees A, B and C, not one class "faces".
+    expected = finder_zip(account_tree, tmp_path / "finder.zip")
+    assert any(k.startswith("__MACOSX/faces/") for k in expected)
+    s = prepare(tmp_path / "finder.zip", tmp_path / "a.zip", workers=2, **ACCOUNT_OPTIONS)
+    check_accounting(s, tmp_path / "a.zip", expected)
+
+
+def test_prepare_stops_before_writing_when_a_file_is_unaccounted_for(account_tree, tmp_path, monkeypatch):
+    plan = prepare_module._plan
+
+    def plan_that_forgets_the_unlabelled(*args):
+        tasks, skipped = plan(*args)
+        return tasks, skipped[1:]
+
+    monkeypatch.setattr(prepare_module, "_plan", plan_that_forgets_the_unlabelled)
+    with pytest.raises(AssertionError, match="unaccounted for.*root.png"):
+        prepare(account_tree, tmp_path / "a.zip", **ACCOUNT_OPTIONS)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- CSV labels
@@ -348,7 +475,7 @@ def test_prepare_csv_single_column_gives_integer_labels_and_reports_mismatches(c
     assert [(im["source"], im["label"]) for im in meta["images"]] == [
         ("Ann Lee/0.png", 0), ("Ann Lee/1.png", 0), ("Bo Li/2.png", 1), ("Cy/3.png", 1)]
     assert s.csv_missing == ["Gone/9.png"]
-    assert dict(s.skipped) == {"Extra/e.png": "no row in attrs.csv"}
+    assert [tuple(k) for k in s.skipped] == [("Extra/e.png", "no-label", "no row in attrs.csv")]
     assert "1 CSV rows name files that are not in SRC" in s.format()
 
 
@@ -378,31 +505,6 @@ def test_prepare_csv_errors_name_the_file_and_the_valid_columns(csv_tree, tmp_pa
     assert not (tmp_path / "o.zip").exists()
 
 
-# ---------------------------------------------------------------------------- near duplicates
-
-
-def test_find_near_duplicates_matches_brute_force():
-    rng = np.random.default_rng(0)
-    hashes = [int(x) for x in rng.integers(0, 2**63, 3000, dtype=np.int64)]
-    for k in range(40):  # plant pairs 0..5 bits apart
-        flips = rng.choice(64, size=k % 6, replace=False)
-        hashes.append(hashes[k] ^ sum(1 << int(b) for b in flips))
-    h = np.array(hashes, dtype=np.uint64)
-    d = np.bitwise_count(h[:, None] ^ h[None, :])
-    i, j = np.nonzero(np.triu(d <= 3, 1))
-    assert find_near_duplicates(hashes, 3) == [(int(a), int(b), int(d[a, b])) for a, b in zip(i, j)]
-    assert len(i) >= 26  # the planted pairs within 3 bits are found
-
-
-def test_dhash_is_stable_under_reencoding_and_differs_between_images():
-    a = smooth(1, 128, 128)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="JPEG", quality=80)
-    b = np.asarray(Image.open(buf))
-    assert bin(dhash(a) ^ dhash(b)).count("1") <= prepare_module.NEAR_DUPLICATE_BITS
-    assert bin(dhash(a) ^ dhash(smooth(2, 128, 128))).count("1") > 10
-
-
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -412,6 +514,7 @@ def test_cli_prepare_prints_summary_and_refuses_to_overwrite(salted, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert f"wrote {len(SALTED) - 5} images" in r.output and "skipped.txt" in r.output
+    assert f"{len(SALTED) + len(SALTED_OTHERS)} files read = {len(SALTED) - 5} archived + 1 duplicates" in r.output
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1 and "already exists" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["prepare", str(salted), str(tmp_path / "b.zip"), "-r", "32", "--crop", "edge"])

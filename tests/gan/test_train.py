@@ -326,3 +326,118 @@ def test_non_finite_loss_stops_at_the_tick_and_keeps_the_last_checkpoint(prepare
         train(cfg, run, progress=False, console=False)
     assert [k for k, _ in list_checkpoints(run)] == [0.064]  # nothing written after the bad step
     load_checkpoint(list_checkpoints(run)[0][1])
+
+
+# ----------------------------------------------------------------------------
+# Stopping on a signal, --resume auto, --keep, a failing checkpoint write.
+
+
+def _tiny_cli(archive: Path, outdir: Path, kimg: float, *extra: str) -> list[str]:
+    """`mtf-gan train` with the network and schedule of :func:`_tiny_cfg`."""
+    sets = ["train.tick_kimg=0.032", "train.snap_kimg=0.064", "train.grid=[2,2]", "network.channel_base=256",
+            "network.channel_max=16", "network.z_dim=16", "network.w_dim=16", "loss.pl_interval=2",
+            "loss.r1_interval=3", "augment.kimg=0.5"]
+    return ["train", "--data", str(archive), "--outdir", str(outdir), "--config", str(DEMO), "--cond", "--batch",
+            "8", "--kimg", str(kimg), "--no-progress", *[a for s in sets for a in ("--set", s)], *extra]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found += [int(x) for x in text.split()]
+    return found
+
+
+def _signal_at(monkeypatch, cur_nimg: int, signum: int, workers_too: bool = False) -> list[int]:
+    """Send ``signum`` to this process (and its data-loader workers) during the step that
+    starts at ``cur_nimg``; returns the workers that were signalled."""
+    import os
+
+    import gan.train as T
+
+    real, hit = T.update_ema, []
+
+    def update_ema(G_ema, G, t, n):
+        if n == cur_nimg and not hit:
+            if workers_too:
+                hit.extend(_children(os.getpid()))
+                for child in hit:
+                    os.kill(child, signum)
+            os.kill(os.getpid(), signum)
+            hit.append(-1)
+        return real(G_ema, G, t, n)
+
+    monkeypatch.setattr(T, "update_ema", update_ema)
+    return hit
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+def test_sigterm_between_snapshots_stops_with_a_checkpoint_and_resume_is_bit_identical(
+        prepared_archive, tmp_path, monkeypatch, one_thread):
+    import signal
+
+    full = tmp_path / "full"
+    train(_tiny_cfg(prepared_archive, 0.128), full, progress=False, console=False)
+
+    out = tmp_path / "runs"
+    hit = _signal_at(monkeypatch, 80, signal.SIGTERM, workers_too=True)  # between the 0.064 and 0.128 snapshots
+    res = CliRunner().invoke(main, _tiny_cli(prepared_archive, out, 0.128, "--set", "data.workers=2"))
+    assert res.exit_code == 3, res.output  # EXIT_STOPPED: neither done (0) nor an error (1)
+    assert len(hit) >= 3, hit  # both data-loader workers were signalled too, and ignored it
+    stopped = sorted(out.iterdir())[0]
+    assert [p.name for _, p in list_checkpoints(stopped)] == ["checkpoint-000000.064.pt", "checkpoint-000000.088.pt"]
+    assert "stopped on SIGTERM at kimg 0.088" in (stopped / "log.txt").read_text()
+    assert "--resume latest" in res.output
+
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, ["train", "--outdir", str(out), "--resume", "latest", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    _assert_states_equal(_final_state(full), _final_state(sorted(out.iterdir())[-1]))
+
+
+def test_resume_auto_starts_fresh_then_continues_and_keep_prunes(prepared_archive, tmp_path, monkeypatch,
+                                                                 one_thread):
+    import signal
+
+    out = tmp_path / "runs"
+    _signal_at(monkeypatch, 40, signal.SIGUSR1)
+    res = CliRunner().invoke(main, _tiny_cli(prepared_archive, out, 0.128, "--resume", "auto", "--keep", "1",
+                                             "--set", "train.snap_kimg=0.016"))
+    assert res.exit_code == 3, res.output
+    first = sorted(out.iterdir())[0]
+    assert not first.name.endswith("-resume")  # nothing to resume: a fresh run
+    # --keep 1: only the newest checkpoint stays (the stop at 0.048 replaced 0.016 and 0.032).
+    assert [p.name for _, p in list_checkpoints(first)] == ["checkpoint-000000.048.pt"]
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, _tiny_cli(prepared_archive, out, 0.064, "--resume", "auto"))
+    assert res.exit_code == 0, res.output
+    second = sorted(out.iterdir())[-1]
+    assert second.name.endswith("-resume") and "resumed from" in (second / "log.txt").read_text()
+    assert load_checkpoint(list_checkpoints(second)[-1][1])["cur_nimg"] == 64
+    # latest stays an error when there is nothing to resume.
+    res = CliRunner().invoke(main, _tiny_cli(prepared_archive, tmp_path / "empty", 0.064, "--resume", "latest"))
+    assert res.exit_code == 1 and "--resume auto" in res.output
+
+
+def test_a_failing_checkpoint_write_keeps_the_previous_one_and_names_the_folder(prepared_archive, tmp_path,
+                                                                               monkeypatch, one_thread):
+    import errno
+
+    import gan.checkpoint as C
+
+    real, calls = C.torch.save, []
+
+    def save(obj, f, *a, **k):  # the second checkpoint runs out of space half-way
+        calls.append(f)
+        if len(calls) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(C.torch, "save", save)
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"could not write checkpoint-000000\.128\.pt in .*run \(\[Errno 28\]"):
+        train(_tiny_cfg(prepared_archive, 0.192), run_dir, progress=False, console=False)
+    assert sorted(p.name for p in run_dir.iterdir() if "checkpoint" in p.name) == ["checkpoint-000000.064.pt"]
+    assert load_checkpoint(run_dir / "checkpoint-000000.064.pt")["cur_nimg"] == 64  # still loads
