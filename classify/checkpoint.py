@@ -28,7 +28,7 @@ from torch import nn
 
 from classify.models import create_model
 from classify.recipe import Recipe, recipe_from_dict
-from gan.util import UserError, atomic_path
+from gan.util import UserError, atomic_torch_save
 
 __all__ = ["FORMAT", "LEGACY_FORMATS", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
            "load_for_inference"]
@@ -42,10 +42,7 @@ _REQUIRED = ("model_name", "task", "classes", "recipe", "model", "epoch")
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plain data and tensors) with ``format`` to ``path`` atomically; returns ``path``."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
-    return path
+    return atomic_torch_save({"format": FORMAT, **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from gan.util import UserError, atomic_path
+from gan.util import UserError, atomic_torch_save
 
 __all__ = [
     "FORMAT",
@@ -88,9 +88,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], overwrite: bool = T
     ``overwrite=False``: fail with ``FileExistsError`` rather than replace an existing file."""
     path = Path(path)
     state = {"format": FORMAT, **state}
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(state, tmp)
-    return path
+    return atomic_torch_save(state, path, overwrite=overwrite)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -230,7 +230,8 @@ def train_cmd(data: str | None, outdir: str, config_path: str | None, cond: bool
     if base is None and config_path is None:
         cfg = RC.with_auto(cfg, dataset.resolution, explicit)
     # Resolve (with --init: SRC's network, the transfer conventions) and check: fail before any folder.
-    cfg, dataset, src = prepare(cfg, dataset=dataset, explicit=explicit, resuming=state is not None)
+    cfg, dataset, src = prepare(cfg, dataset=dataset, explicit=explicit, resuming=state is not None,
+                                resume_state=state)
     if state is not None:
         check_resume_network(cfg, state, resume_path)  # a mismatch leaves no empty run folder behind
     if dry_run:

@@ -48,7 +48,7 @@ from gan.extractors import POOL, VGG_FEATURE, Extractors, extract_many, load_ext
 from gan.generate import fake_labels, real_labels, seed_z
 from gan.images import images_to_uint8, list_images, read_rgb, square_resize_chw
 from gan.monitor import LOGGER_NAME
-from gan.util import UserError, atomic_path, cache_root
+from gan.util import UserError, atomic_torch_save, cache_root
 
 __all__ = [
     "iter_real_images", "iter_fake_images", "fid_statistics", "fid_from_statistics", "kid_from_features",
@@ -183,8 +183,7 @@ def _cache_size(folder: Path) -> str:
 def _write_cache(dest: Path, feats: Sequence[torch.Tensor], say: Callable[[str], None], what: str) -> None:
     """Write ``feats`` atomically to ``dest``; a full or unwritable disk costs the cache, not the result."""
     try:
-        with atomic_path(dest) as tmp:
-            torch.save(list(feats), tmp)
+        atomic_torch_save(list(feats), dest)
     except OSError as exc:
         code = errno.errorcode.get(exc.errno or 0, "error")
         say(f"real features ({what}): not cached, writing in {dest.parent} failed ({code}: {exc.strerror or exc}); "

@@ -39,7 +39,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-__all__ = ["Monitor", "report", "setup_logging", "close_logging", "LOGGER_NAME"]
+__all__ = ["Monitor", "report", "setup_logging", "close_logging", "LOGGER_NAME", "peak_rss_mb", "format_time"]
 
 LOGGER_NAME = "gan"
 
@@ -201,3 +201,16 @@ class Monitor:
         if self._writer is not None:
             self._writer.add_image(name, grid, global_step=step, dataformats="HWC")
             self._writer.flush()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def format_time(seconds: float) -> str:
+    """``1h 02m 03s`` or ``2m 03s``: the log's elapsed-time format."""
+    s = int(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"

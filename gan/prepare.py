@@ -162,7 +162,20 @@ class _Source:
         return sorted(images), others
 
     def _walk(self) -> Iterator[str]:
-        for dirpath, _, filenames in os.walk(self.path):  # also into hidden folders: their files are listed
+        """Every file below the folder, also in hidden folders (listed, never read) and through
+        symbolic links to folders (once each: a link back into the tree is not followed again).
+        A folder that cannot be listed stops with its name: its files could not be accounted for."""
+        def fail(exc: OSError) -> None:
+            raise UserError(f"prepare: cannot list {exc.filename} ({exc.strerror or exc}); its files could not "
+                            f"be accounted for: fix its permissions or move it out of {self.path}")
+
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.path, onerror=fail, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a link cycle, or a second link to one folder
+                dirnames[:] = []
+                continue
+            seen.add(real)
             base = Path(dirpath).relative_to(self.path)
             for f in filenames:
                 yield (base / f).as_posix() if str(base) != "." else f
@@ -296,7 +309,8 @@ class PrepareSummary:
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        assert self.files == self.count + self.num_exact_duplicates + len(self.skipped), "a file is unaccounted for"
+        if self.files != self.count + self.num_exact_duplicates + len(self.skipped):  # not an assert: kept under -O
+            raise AssertionError("prepare: a file is unaccounted for")
 
     @property
     def num_exact_duplicates(self) -> int:
@@ -529,7 +543,8 @@ def _check_accounting(files: list[str], tally: _Tally) -> None:
     placed.update(dropped for dropped, _ in tally.exact)
     placed.update(k.source for k in tally.skipped)
     listed = Counter(files)
-    assert placed == listed, f"prepare: files unaccounted for {listed - placed}, counted twice {placed - listed}"
+    if placed != listed:  # not an assert statement: this check must also run under python -O
+        raise AssertionError(f"prepare: files unaccounted for {listed - placed}, counted twice {placed - listed}")
 
 
 def _plan(src: Path, names: list[str], lab: Labels | None, opt: PrepareOptions

@@ -18,7 +18,7 @@ is called. Persistent objects become inert :class:`PersistentObject` records (th
 source is only hashed, SHA-256); storages, which the pickle rebuilds through
 ``torch.storage._load_from_bytes`` (in current torch a ``torch.load(weights_only=False)``),
 are read with ``torch.load(weights_only=True)`` instead; numpy scalars are rebuilt from
-their bytes, never from pickled objects. No NVIDIA module is imported, none is needed.
+their bytes with a plain numeric dtype (:class:`_DType`), never from pickled objects. No NVIDIA module is imported, none is needed.
 
 The network configuration is read from each module's stored constructor arguments
 (:func:`network_config`, with the published defaults where an argument was not
@@ -94,7 +94,9 @@ def _persistent_obj(meta: Any) -> PersistentObject:
         raise pickle.UnpicklingError(f"persistent object of type {meta.get('type')!r}; only classes are stored "
                                      f"in network pickles")
     src = meta["module_src"]
-    src_bytes = src.encode("utf-8") if isinstance(src, str) else bytes(src)
+    if not isinstance(src, (str, bytes)):  # bytes(<int>) would allocate that many bytes
+        raise pickle.UnpicklingError(f"persistent {meta['class_name']!r}: its module_src is not text")
+    src_bytes = src.encode("utf-8") if isinstance(src, str) else src
     state = meta["state"]
     if not isinstance(state, dict):
         raise pickle.UnpicklingError(f"persistent {meta['class_name']}: its state is not a dict")
@@ -108,12 +110,40 @@ def _storage_from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+class _DType:
+    """Stands in for ``numpy.dtype`` while unpickling: plain numbers only. The real
+    ``numpy.dtype.__setstate__`` accepts structured dtypes whose object fields are not
+    flagged as such (and offsets past the data), and reading such a "scalar" dereferences
+    attacker bytes as object pointers; this record accepts a numeric type code and a state
+    without sub-arrays, names or fields, and builds the real dtype only when asked."""
+
+    CODES = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True):
+        if not isinstance(code, str) or code not in self.CODES:
+            raise pickle.UnpicklingError(f"numpy dtype {code!r} is not a plain number type")
+        self.code, self.byteorder = code, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ("<", ">", "|", "=")
+                and state[2] is None and state[3] is None and state[4] is None):
+            raise pickle.UnpicklingError("a numpy dtype state with sub-arrays, names or fields")
+        self.byteorder = state[1]
+
+    def numpy(self) -> np.dtype:
+        dt = np.dtype(self.code)
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+
 def _numpy_scalar(dtype: Any, data: Any = None):
-    """A numpy scalar from its dtype and raw bytes (what ``numpy.core.multiarray.scalar``
-    rebuilds); object dtypes, whose 'bytes' would be a pickled Python object, are refused."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError(f"a numpy scalar of dtype {dtype!r} that is not plain bytes")
-    return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
+    """A numpy scalar from a plain numeric dtype (:class:`_DType`) and exactly its bytes (what
+    ``numpy.core.multiarray.scalar`` rebuilds); anything else is refused."""
+    if not isinstance(dtype, _DType) or not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+    dt = dtype.numpy()
+    if len(data) != dt.itemsize:
+        raise pickle.UnpicklingError(f"a numpy {dt} scalar of {len(data)} bytes")
+    return np.frombuffer(bytes(data), dtype=dt, count=1)[0]
 
 
 #: ``(module, name) -> object``: every global a published network pickle uses, and nothing
@@ -126,7 +156,7 @@ ALLOWED: dict[tuple[str, str], Callable] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _DType,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }

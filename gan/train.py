@@ -47,7 +47,6 @@ import copy
 import dataclasses
 import logging
 import math
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -250,15 +249,6 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, t: TrainConfig, cur_n
         b_ema.copy_(b)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _format_time(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -286,12 +276,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: Optional[str | Path] = No
     hung rank ends the job. Without torchrun it is a plain single-process run.
     """
     with dist.session(cfg.train.device, dist_timeout) as device:
-        resuming = state is not None or resume is not None
-        if dataset is None:
-            cfg, dataset, init_state = transfer.prepare(cfg, dist.world_size(), explicit=explicit, resuming=resuming,
-                                                        src=init_state)
         if state is None and resume is not None:
             state = load_resume_state(resume)
+        if dataset is None:
+            cfg, dataset, init_state = transfer.prepare(cfg, dist.world_size(), explicit=explicit,
+                                                        resuming=state is not None, src=init_state,
+                                                        resume_state=state)
         if state is not None:
             check_resume_network(cfg, state, resume)
         elif cfg.train.init is not None and init_state is None:
@@ -410,7 +400,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, dataset: ImageDa
     finally:
         data_iter.close()
     bar.close()
-    log.info("done: kimg %.3f in %s", run.cur_nimg / 1000, _format_time(time.time() - clock.start))
+    log.info("done: kimg %.3f in %s", run.cur_nimg / 1000, monitor.format_time(time.time() - clock.start))
     return {"run_dir": run_dir, "cur_nimg": run.cur_nimg, "checkpoint": last_ckpt, "stats": last_stats,
             "G": run.G, "D": run.D, "G_ema": run.G_ema}
 
@@ -451,6 +441,7 @@ def _loop(cfg: RunConfig, run: Run, run_dir: Path, device: torch.device, dataset
         stop = stops.received is not None
         if world > 1:  # every rank stops at the same step
             stop = run.batch_idx % STOP_CHECK_STEPS == 0 and dist.agree_stop(stop)
+        stop = stop and not done  # a signal on the last step: the run is complete, not stopped
         snap = done or stop or (run.cur_nimg // snap_nimg) > ((run.cur_nimg - t.batch) // snap_nimg)
         if not (snap or run.cur_nimg >= clock.tick_nimg + tick_nimg):
             continue
@@ -534,7 +525,7 @@ def report_tick(run: Run, mon: monitor.Monitor, clock: _Clock, device: torch.dev
     monitor.report("Timing/sec_per_kimg", tick_time / max(tick_kimg_done, 1e-9))
     monitor.report("Timing/images_per_s", tick_kimg_done * 1000 / max(tick_time, 1e-9))
     monitor.report("Timing/total_hours", (now - clock.start) / 3600)
-    monitor.report("Resources/peak_rss_mb", _peak_rss_mb())
+    monitor.report("Resources/peak_rss_mb", monitor.peak_rss_mb())
     if device.type == "cuda":
         monitor.report("Resources/peak_gpu_mem_gb", torch.cuda.max_memory_allocated(device) / 2 ** 30)
         torch.cuda.reset_peak_memory_stats(device)
@@ -547,9 +538,9 @@ def report_tick(run: Run, mon: monitor.Monitor, clock: _Clock, device: torch.dev
         return "-" if v is None else f"{v:.3f}"
 
     log.info("tick %d kimg %.3f time %s sec/kimg %.2f img/s %.1f augment %.3f | G %s pl %s | D %s r1 %s | rss %d MB",
-             run.tick, run.cur_nimg / 1000, _format_time(now - clock.start), stats["Timing/sec_per_kimg"],
+             run.tick, run.cur_nimg / 1000, monitor.format_time(now - clock.start), stats["Timing/sec_per_kimg"],
              stats["Timing/images_per_s"], run.ada.p, s("Loss/G/main"), s("Loss/G/pl_length"),
-             s("Loss/D/main"), s("Loss/D/r1_penalty"), _peak_rss_mb())
+             s("Loss/D/main"), s("Loss/D/r1_penalty"), monitor.peak_rss_mb())
     return stats
 
 
@@ -600,7 +591,11 @@ def _write_snapshot(cfg: RunConfig, run: Run, run_dir: Path, dataset: ImageDatas
     })
     log.info("wrote %s and fakes-%s.png", path.name, name)
     if cfg.train.keep is not None:
-        gone = prune_checkpoints(run_dir, cfg.train.keep, path)
+        try:  # a checkpoint that cannot be deleted costs disk space, not the run
+            gone = prune_checkpoints(run_dir, cfg.train.keep, path)
+        except OSError as exc:
+            log.warning("--keep %d: could not delete older checkpoints in %s (%s)", cfg.train.keep, run_dir, exc)
+            gone = []
         if gone:
             log.info("--keep %d: removed %s", cfg.train.keep, ", ".join(p.name for p in gone))
 

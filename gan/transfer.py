@@ -76,10 +76,12 @@ def source_network(src: dict, path: Any) -> NetworkConfig:
                         f"pass a checkpoint of `mtf-gan train` or a published StyleGAN2-ADA .pkl") from None
 
 
-def init_config(cfg: RunConfig, src: dict, explicit: Iterable[str] = ()) -> RunConfig:
+def init_config(cfg: RunConfig, src: dict, explicit: Iterable[str] = (),
+                conventions: Optional[dict[str, Any]] = None) -> RunConfig:
     """``cfg`` with SRC's network (:func:`gan.run_config.resolve_config` then sets :data:`DATA_KEYS`
-    from the data) and the transfer :data:`CONVENTIONS` for every key the user did not set (``explicit``:
-    dotted keys given as flags or ``--set``). A given network key that contradicts SRC is an error."""
+    from the data) and the transfer :data:`CONVENTIONS` (or ``conventions``) for every key the user did
+    not set (``explicit``: dotted keys given as flags or ``--set``). A given network key that
+    contradicts SRC is an error."""
     given, path = set(explicit), cfg.train.init
     src_net = source_network(src, path)
     clashes = [f"network.{f.name}={getattr(cfg.network, f.name)!r} (given) vs {getattr(src_net, f.name)!r} (SRC)"
@@ -91,11 +93,17 @@ def init_config(cfg: RunConfig, src: dict, explicit: Iterable[str] = ()) -> RunC
                         f"--set options (or start from scratch without --init)")
     data = to_dict(cfg)
     data["network"] = to_dict(src_net)  # valid as it is; resolve_config then sets DATA_KEYS from the data
-    data = apply_values(RunConfig, data, {k: v for k, v in CONVENTIONS.items() if not _given(k, given)})
+    conventions = CONVENTIONS if conventions is None else conventions
+    data = apply_values(RunConfig, data, {k: v for k, v in conventions.items() if not _given(k, given)})
     try:
         return from_dict(RunConfig, data)
     except ConfigError as exc:
         raise UserError(f"--init {path}: {exc}") from None
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    group, key = dotted.split(".")
+    return getattr(getattr(cfg, group), key)
 
 
 def check_init_fits(cfg: RunConfig, src: dict) -> None:
@@ -112,12 +120,19 @@ def check_init_fits(cfg: RunConfig, src: dict) -> None:
 
 
 def prepare(cfg: RunConfig, world_size: Optional[int] = None, dataset: Optional[ImageDataset] = None, *,
-            explicit: Iterable[str] = (), resuming: bool = False, src: Optional[dict] = None
-            ) -> tuple[RunConfig, ImageDataset, Optional[dict]]:
+            explicit: Iterable[str] = (), resuming: bool = False, src: Optional[dict] = None,
+            resume_state: Optional[dict] = None) -> tuple[RunConfig, ImageDataset, Optional[dict]]:
     """``(resolved cfg, dataset, SRC)``: :func:`gan.run_config.prepare_run` plus ``--init`` and
     ``--freeze-d``, every check before a run folder is made. With ``cfg.train.init`` set on a new
     run, SRC is read (unless given as ``src``) and :func:`init_config` applied; a resumed run
-    (``resuming``) never re-applies init (its weights come from the checkpoint): SRC is None."""
+    (``resuming``) never re-applies init (its weights come from the checkpoint): SRC is None.
+    Resuming a run that started with ``--init`` (``resume_state``, e.g. a requeued job script with
+    ``--init SRC --config PRESET --resume auto``), the network and the transfer settings come
+    from the checkpoint's config, not from the preset, unless given explicitly."""
+    if resuming and cfg.train.init is not None and resume_state is not None:
+        saved = from_dict(RunConfig, resume_state["config"])
+        kept = {k: _get(saved, k) for k in CONVENTIONS}
+        cfg = init_config(cfg, resume_state, explicit, conventions=kept)
     if cfg.train.init is not None and not resuming:
         if src is None:
             try:

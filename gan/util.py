@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class UserError(Exception):
@@ -54,15 +54,45 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        with open(tmp_path, "rb") as f:  # on disk before it gets the final name (a node crash
+            os.fsync(f.fileno())        # must not leave an empty file there while older ones are pruned)
         if overwrite:
             os.replace(tmp_path, path)
         else:
             os.link(tmp_path, path)
             tmp_path.unlink()
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_path`, written through a Python
+    file object: a full disk then raises ``OSError`` (ENOSPC) with its errno, where a path
+    given to ``torch.save`` raises a ``RuntimeError`` from its zip writer."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -97,11 +97,10 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_
         def slow_save(obj, f):
             import io
             buf = io.BytesIO(); real_save(obj, buf); data = buf.getvalue()
-            with open(f, "wb") as fh:
-                fh.write(data[: len(data) // 2]); fh.flush()
-                print("HALF", flush=True)
-                time.sleep(60)
-                fh.write(data[len(data) // 2:])
+            f.write(data[: len(data) // 2]); f.flush()  # checkpoints are written through a file object
+            print("HALF", flush=True)
+            time.sleep(60)
+            f.write(data[len(data) // 2:])
         torch.save = slow_save
         state = {{"config": {{}}, "cur_nimg": 2000, "G_ema": {{"w": torch.zeros(1_000_000)}}}}
         ck.save_checkpoint({str(tmp_path / "checkpoint-000002.pt")!r}, state)

@@ -519,3 +519,32 @@ def test_cli_prepare_prints_summary_and_refuses_to_overwrite(salted, tmp_path):
     assert r.exit_code == 1 and "already exists" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["prepare", str(salted), str(tmp_path / "b.zip"), "-r", "32", "--crop", "edge"])
     assert r.exit_code == 2 and "--crop" in r.output
+
+
+def test_prepare_follows_folder_links_once_and_stops_on_an_unlistable_folder(tmp_path, monkeypatch):
+    import os
+
+    from gan.prepare import prepare
+    from gan.synthetic import make_people, render_face
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    person = make_people(1, 0)[0]
+    for i, folder in enumerate((src / "a", elsewhere)):
+        Image.fromarray(render_face(person, 32, i)).save(folder / f"{i}.png")
+    os.symlink(elsewhere, src / "linked")  # a folder reached through a link is read
+    os.symlink(src, src / "a" / "loop")    # a link back into the tree is not followed twice
+    summary = prepare(src, tmp_path / "out.zip", resolution=32, progress=False)
+    assert summary.count == 2 and summary.files == 2
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):
+        onerror(PermissionError(13, "Permission denied", str(src / "a")))
+        yield from real_walk(top, followlinks=followlinks)
+
+    monkeypatch.setattr(os, "walk", walk)
+    with pytest.raises(UserError, match=r"cannot list .*a \(Permission denied\)"):
+        prepare(src, tmp_path / "out2.zip", resolution=32, progress=False)
+    assert not (tmp_path / "out2.zip").exists()

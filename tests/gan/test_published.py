@@ -257,3 +257,21 @@ def test_a_missing_published_network_names_where_to_get_it_exit_2(tmp_path):
         assert res.exit_code == 2, res.output
         assert "transfer-learning-source-nets/ffhq-res256-mirror-paper256-noaug.pkl" in res.output
         assert "Traceback" not in res.output
+
+
+class _ObjectDtype:
+    """A numpy dtype whose state hides an object field (numpy's own setstate would accept it,
+    and reading the 'scalar' would follow attacker bytes as a pointer)."""
+
+    def __reduce__(self):
+        import numpy as np
+
+        return np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)
+
+
+def test_a_structured_numpy_dtype_is_refused_before_numpy_sees_it(tmp_path):
+    tree = read_tree(shared_fixture("sg2a-tiny-uncond.pkl"))
+    tree["training_set_kwargs"]["dtype"] = _ObjectDtype()
+    bad = write_snapshot(tmp_path / "dtype.pkl", tree)
+    with pytest.raises(UserError, match="not a plain number type"):
+        import_pickle(bad)

@@ -424,20 +424,27 @@ def test_a_failing_checkpoint_write_keeps_the_previous_one_and_names_the_folder(
                                                                                monkeypatch, one_thread):
     import errno
 
-    import gan.checkpoint as C
-
-    real, calls = C.torch.save, []
+    real, calls = torch.save, []
 
     def save(obj, f, *a, **k):  # the second checkpoint runs out of space half-way
         calls.append(f)
         if len(calls) == 2:
-            Path(f).write_bytes(b"half a checkpoint")
+            f.write(b"half a checkpoint")  # checkpoints are written through a file object
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *a, **k)
 
-    monkeypatch.setattr(C.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     run_dir = tmp_path / "run"
     with pytest.raises(UserError, match=r"could not write checkpoint-000000\.128\.pt in .*run \(\[Errno 28\]"):
         train(_tiny_cfg(prepared_archive, 0.192), run_dir, progress=False, console=False)
     assert sorted(p.name for p in run_dir.iterdir() if "checkpoint" in p.name) == ["checkpoint-000000.064.pt"]
     assert load_checkpoint(run_dir / "checkpoint-000000.064.pt")["cur_nimg"] == 64  # still loads
+
+
+def test_a_signal_during_the_last_step_finishes_the_run_normally(prepared_archive, tmp_path, monkeypatch,
+                                                                 one_thread):
+    import signal
+
+    _signal_at(monkeypatch, 56, signal.SIGTERM)  # the last step of 0.064 kimg starts at image 56
+    res = CliRunner().invoke(main, _tiny_cli(prepared_archive, tmp_path / "runs", 0.064))
+    assert res.exit_code == 0 and "done: 0.064 kimg" in res.output, res.output

@@ -314,3 +314,24 @@ def test_a_network_key_that_contradicts_src_names_both_values(src_ckpt, prepared
     # The same value from a preset is not a contradiction: the network comes from SRC.
     cfg, _, _ = prepare(_cfg(prepared_archive, f"train.init={json.dumps(str(src_ckpt))}", "network.w_dim=32"), 1)
     assert cfg.network.w_dim == 16
+
+
+def test_a_requeued_init_job_with_a_preset_resumes_with_the_init_network_and_conventions(prepared_archive,
+                                                                                         tmp_path):
+    """One job script for the first submission and every requeue: `--init SRC --config PRESET
+    --resume auto`. The resume takes SRC's network and the transfer settings from the checkpoint,
+    not the preset's (z_dim 32, ema_rampup 0.05, augment.kimg 100 in demo.yaml)."""
+    src = shared_fixture("sg2a-tiny-uncond.pkl")
+    out = tmp_path / "runs"
+    args = ["train", "--data", str(prepared_archive), "--outdir", str(out), "--config", str(DEMO), "--init",
+            str(src), "--resume", "auto", "--batch", "8", "--no-progress", "--set", "train.grid=[2,2]",
+            "--set", "augment.kimg=250"]
+    res = CliRunner().invoke(main, args + ["--kimg", "0.008"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, args + ["--kimg", "0.016"])
+    assert res.exit_code == 0, res.output
+    first, second = sorted(out.iterdir())
+    assert second.name.endswith("-resume") and "init from" not in (second / "log.txt").read_text()
+    cfg = yaml.safe_load((second / "config.yaml").read_text())
+    assert cfg["network"]["z_dim"] == 64 and cfg["train"]["ema_rampup"] is None
+    assert cfg["augment"]["kimg"] == 250  # given explicitly both times
