@@ -1,5 +1,5 @@
 """``mtf-classify``: a thin click shell over :mod:`classify.train`, :mod:`classify.evaluate`,
-:mod:`classify.baselines` and :mod:`classify.score`.
+:mod:`classify.baselines`, :mod:`classify.score` and :mod:`classify.cas`.
 
 Each command parses options, calls one plain function and prints where the results went.
 User-fixable errors print without a traceback through :func:`gan.cli.friendly_errors`
@@ -33,6 +33,8 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Override a recipe key, e.g. --set train.epochs=20 (repeatable; unknown keys are errors).")
 _RECIPE = click.option("--recipe", default=None, metavar="NAME|FILE.yaml",
                        help="Preset (notebook, improved, demo: configs/classify/) or a YAML file [default: notebook].")
+_WEIGHTS = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                        help="ImageNet weights file for --model [default: torch's cache, never downloaded].")
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 _DIST_TIMEOUT = click.option(
     "--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
@@ -66,8 +68,7 @@ def main() -> None:
 @_SET
 @_DEVICE
 @click.option("--resume", is_flag=True, help="Continue the run in --outdir from its last.pt.")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="ImageNet weights file for --model [default: torch's cache, never downloaded].")
+@_WEIGHTS
 @_CACHE
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
 @_PROGRESS
@@ -185,6 +186,12 @@ def models_cmd() -> None:
 @click.option("--seeds", default=None, metavar="SPEC", help="Seeds to draw instead of --num, e.g. 0-499 or 1,5,10-12.")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
               help="Truncation psi (1 = none; what the generator's distribution really is).")
+@click.option("--trunc-center", type=click.Choice(["global", "class"]), default="global", show_default=True,
+              help="Truncate towards w_avg (global, as published) or, for a conditional G, towards each face's class "
+                   "mean w (class; 1000 seeded z per class, recorded in report.json).")
+@click.option("--trunc-sweep", default=None, metavar="PSI,PSI,...",
+              help="Also score the same seeds at each psi, e.g. 1,0.9,0.7,0.5: per task the shares (raw and BBSE) "
+                   "and the TV to the reference at each (report.json truncation_sweep, report.md, truncation.png).")
 @click.option("--class", "class_name", default=None, metavar="NAME|INDEX",
               help="Conditional G: draw every face with this class [default: classes drawn with the training "
                    "archive's label mix, which also gives the conditional-consistency matrix].")
@@ -231,7 +238,8 @@ def models_cmd() -> None:
 @_THREADS
 @friendly_errors
 def score_cmd(network: str | None, images: str | None, num: int | None, seeds: str | None, truncation_psi: float,
-              class_name: str | None, classifiers: tuple[str, ...], reference: str | None, reference_num: int | None,
+              trunc_center: str, trunc_sweep: str | None, class_name: str | None, classifiers: tuple[str, ...],
+              reference: str | None, reference_num: int | None,
               outdir: str, heldout: str | None, no_memorization: bool, nn_space: str, identity_heldout: str | None,
               strangers: str | None, identity_quantile: float, false_match_rate: float, predictions: str | None,
               person_csv: str | None, person_column: str | None, vote: bool, min_confidence: float, device: str,
@@ -242,7 +250,7 @@ def score_cmd(network: str | None, images: str | None, num: int | None, seeds: s
     mtf-classify score --network run/checkpoint-000400.pt --num 1000 \\
         --classifier cls/gender/tiny_cnn/best.pt --classifier cls/race/tiny_cnn/best.pt --outdir report
     """
-    from classify.score import ScoreOptions, score
+    from classify.score import ScoreOptions, parse_trunc_sweep, score
     from gan.generate import parse_seeds
 
     if (network is None) == (images is None):
@@ -253,12 +261,175 @@ def score_cmd(network: str | None, images: str | None, num: int | None, seeds: s
     options = ScoreOptions(
         outdir=outdir, classifiers=tuple(classifiers), network=network, images=images, num=num,
         seeds=parse_seeds(seeds) if seeds is not None else None, truncation_psi=truncation_psi,
+        trunc_center=trunc_center, trunc_sweep=parse_trunc_sweep(trunc_sweep) if trunc_sweep is not None else None,
         class_name=class_name, reference=reference, reference_num=reference_num, heldout=heldout,
         strangers=strangers, memorization=not no_memorization, nn_space=nn_space, identity_heldout=identity_heldout,
         identity_quantile=identity_quantile, false_match_rate=false_match_rate, predictions=predictions,
         person_csv=person_csv, person_column=person_column, min_confidence=min_confidence, vote=vote,
         device=device, batch=batch)
     score(options, echo=click.echo)
+
+
+_NETWORK = click.option("--network", required=True, type=click.Path(dir_okay=False),
+                        help="GAN checkpoint (checkpoint-*.pt of mtf-gan train, a file of mtf-gan import, or a "
+                             "published StyleGAN2-ADA .pkl) whose G_ema is used.")
+
+
+_BATCH = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+                      help="Classifier batch size.")
+
+
+def _names(spec: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in spec.split(",") if s.strip()) if spec else ()
+
+
+@main.command("directions")
+@_NETWORK
+@click.option("--classifier", "classifiers", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="best.pt of mtf-classify train for gender, race or age; repeat, one per task (a task the "
+                   "generator was not conditioned on is fine).")
+@click.option("--num", type=click.IntRange(min=20), default=2000, show_default=True,
+              help="Faces to sample, render and classify (seeds --seed .. --seed+num-1); 20% are held out to "
+                   "test the boundaries.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed.")
+@click.option("--orthogonal-to", "orthogonal_to", default=None, metavar="NAME,NAME",
+              help="Conditional directions: project every other task's direction orthogonal to these "
+                   "directions or tasks (e.g. race,gender; Gram-Schmidt), recorded in directions.pt.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of the faces held out for the boundary accuracy.")
+@click.option("--reference", type=click.Path(exists=True), default=None,
+              help="Conditional G: a prepared archive whose label mix the classes are drawn with [default: the "
+                   "GAN's training archive when found, else uniform over the classes].")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="New or empty folder for directions.pt, directions.md and cosines.png.")
+@_DEVICE
+@_BATCH
+@_PROGRESS
+@_THREADS
+@friendly_errors
+def directions_cmd(network: str, classifiers: tuple[str, ...], num: int, seed: int, orthogonal_to: str | None,
+                   test_fraction: float, reference: str | None, outdir: str, device: str, batch: int,
+                   progress: bool, threads: int | None) -> None:
+    """Fit attribute directions in W (InterFaceGAN): one boundary per binary task, one per class
+    of a multi-class task, on faces the classifiers label.
+
+    \b
+    mtf-classify directions --network run/checkpoint-000400.pt --num 4000 \\
+        --classifier cls/gender/best.pt --classifier cls/age/best.pt --outdir dirs
+    """
+    from classify.directions import DirectionsOptions, directions
+
+    _set_threads(threads)
+    directions(DirectionsOptions(network=network, classifiers=classifiers, outdir=outdir, num=num, seed=seed,
+                                 orthogonal_to=_names(orthogonal_to), test_fraction=test_fraction,
+                                 reference=reference, device=device, batch=batch, progress=progress),
+               echo=click.echo)
+
+
+def _strengths(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    from classify.edit import parse_strengths
+    from gan.util import UserError
+
+    try:
+        return parse_strengths(value)
+    except UserError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], ctx=ctx, param=param) from None
+
+
+@main.command("edit")
+@_NETWORK
+@click.option("--directions", "directions_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="directions.pt of mtf-classify directions, made for this --network.")
+@click.option("--attribute", required=True, metavar="NAME",
+              help="Direction to move along: age, gender, race=White, ... (see directions.md).")
+@click.option("--strengths", default="-3,-1.5,0,1.5,3", show_default=True, callback=_strengths,
+              metavar="S,S,...", help="Strengths in units of the attribute's w_std (the columns of the grid); "
+                                     "write --strengths=-3,0,3 (with '=') when the first is negative.")
+@click.option("--seeds", default="0-7", show_default=True, metavar="SPEC", help="Faces (the rows), e.g. 0-7.")
+@click.option("--orthogonal-to", "orthogonal_to", default=None, metavar="NAME,NAME",
+              help="Conditional edit: project the direction orthogonal to these directions or tasks of the file.")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="best.pt for gender, race or age (repeatable): edit.json and edit.png get each class's mean "
+                   "probability per strength.")
+@click.option("--class", "class_name", default=None, metavar="NAME|INDEX",
+              help="Conditional G: draw every face with this class [default: the classes drawn as directions "
+                   "draws them].")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="New or empty folder for grid.png, edit.json and edit.png.")
+@click.option("--video", type=click.Path(dir_okay=False), default=None,
+              help="Also write a sweep from -max to +max strength: .mp4 (H.264) or .gif; must not exist.")
+@click.option("--frames", type=click.IntRange(min=2), default=60, show_default=True, help="Frames of --video.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Frame rate of --video.")
+@_DEVICE
+@_BATCH
+@_PROGRESS
+@_THREADS
+@friendly_errors
+def edit_cmd(network: str, directions_file: str, attribute: str, strengths: tuple[float, ...], seeds: str,
+             orthogonal_to: str | None, classifiers: tuple[str, ...], class_name: str | None, outdir: str,
+             video: str | None, frames: int, fps: float, device: str, batch: int, progress: bool,
+             threads: int | None) -> None:
+    """Move faces along an attribute direction: a grid (rows seeds, columns strengths), and with
+    classifiers how each class's probability follows.
+
+    \b
+    mtf-classify edit --network run/checkpoint-000400.pt --directions dirs/directions.pt --attribute age \\
+        --strengths=-3,-1.5,0,1.5,3 --seeds 0-7 --classifier cls/age/best.pt --outdir edit-age --video age.mp4
+    """
+    from classify.edit import EditOptions, edit
+    from gan.generate import parse_seeds
+
+    _set_threads(threads)
+    edit(EditOptions(network=network, directions=directions_file, attribute=attribute, outdir=outdir,
+                     strengths=strengths, seeds=parse_seeds(seeds), orthogonal_to=_names(orthogonal_to),
+                     classifiers=classifiers, class_name=class_name, video=video, frames=frames, fps=fps,
+                     device=device, batch=batch, progress=progress), echo=click.echo)
+
+
+@main.command("cas")
+@click.option("--network", required=True, type=click.Path(dir_okay=False),
+              help="Conditional GAN checkpoint (checkpoint-*.pt, a file of mtf-gan import or a published .pkl) "
+                   "whose G_ema draws the training faces.")
+@_DATA
+@click.option("--task", required=True,
+              help="The attribute the generator is conditioned on: gender, race, age or face_recognition.")
+@click.option("--model", required=True, type=click.Choice(_model_names()), help="Registry model to train.")
+@_RECIPE
+@_SET
+@click.option("--per-class", type=click.IntRange(min=2), default=500, show_default=True,
+              help="Generated faces per class (the validation split is carved from them).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed: class k draws seeds SEED + k * PER_CLASS onwards.")
+@click.option("--trunc", "truncation_psi", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Truncation psi (1 = none: the generator's real distribution).")
+@click.option("--real-checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="best.pt of the same model and recipe trained on the real train split [default: train it here].")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="New or empty folder for cas.json, cas.md, confusion.png, generated/, cas/ and real/.")
+@_DEVICE
+@_WEIGHTS
+@_CACHE
+@_PROGRESS
+@_THREADS
+@friendly_errors
+def cas_cmd(network: str, data: str, task: str, model: str, recipe: str | None, overrides: tuple[str, ...],
+            per_class: int, seed: int, truncation_psi: float, real_checkpoint: str | None, outdir: str, device: str,
+            weights: str | None, cache_dir: str | None, progress: bool, threads: int | None) -> None:
+    """Classification accuracy score: train on generated faces, test on the real test split.
+
+    \b
+    mtf-classify cas --network run/checkpoint-000400.pt --data MTF-curated --task gender \\
+        --model resnet50 --recipe improved --per-class 1000 --outdir cas-gender
+    """
+    from classify.cas import CasOptions, cas
+
+    _set_threads(threads)
+    cas(CasOptions(network=network, data=data, task=task, model=model, outdir=outdir, recipe=recipe or "notebook",
+                   overrides=overrides, per_class=per_class, seed=seed, truncation_psi=truncation_psi,
+                   real_checkpoint=real_checkpoint, device=device, weights=weights, cache_dir=cache_dir,
+                   progress=progress), echo=click.echo)
 
 
 if __name__ == "__main__":

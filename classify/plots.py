@@ -1,5 +1,6 @@
 """Every figure of ``classify``: confusion matrices, attribute bars, confidence histograms,
-sample grids, the conditional-consistency matrix, closest pairs and identity leaks.
+sample grids, the conditional-consistency matrix, closest pairs and identity leaks, the
+cosines between attribute directions and the class probabilities along an edit.
 
 Each function takes plain numbers (dicts of the JSON reports, numpy arrays, uint8 images)
 and writes one PNG, so a notebook can redraw a figure from ``report.json`` alone. All go
@@ -27,7 +28,7 @@ from gan.util import UserError, atomic_path
 __all__ = [
     "pyplot", "save_figure", "hwc", "shown_classes",
     "plot_confusion", "plot_attributes", "plot_confidence", "plot_samples", "plot_consistency",
-    "plot_closest_pairs", "plot_leaks",
+    "plot_closest_pairs", "plot_leaks", "plot_truncation", "plot_cosines", "plot_edit",
 ]
 
 #: Up to this many classes the confusion plot prints counts in cells and names on the axes.
@@ -220,6 +221,112 @@ def plot_consistency(c: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"{c['task']} classifier prediction")
     ax.set_ylabel("generator condition (images)")
     ax.set_title(f"conditional consistency: {c['task']}", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+#: Classes drawn per panel of the truncation sweep (the largest shares; face recognition has hundreds).
+MAX_SWEEP_LINES = 8
+
+
+def plot_truncation(sweep: dict[str, Any], path: Path) -> None:
+    """One panel per task: each class's generated share against truncation psi (solid: predicted,
+    dashed: BBSE-corrected; psi falls to the right), the reference's share as a dotted line of
+    the same colour, and the TV distance to the reference in black. ``sweep`` is the
+    ``truncation_sweep`` section of ``report.json``."""
+    plt = pyplot()
+    psi = np.asarray(sweep["psi"], dtype=np.float64)  # [P]
+    tasks = sweep["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 3.9), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (task, t) in zip(axes[0], tasks.items()):
+        share = np.asarray(t["share"])  # [P, K]
+        ref = np.asarray(t["reference_share"]) if t["reference_share"] is not None else None
+        weight = share.max(0) + (ref if ref is not None else 0)
+        shown = sorted(np.argsort(-weight, kind="stable")[:MAX_SWEEP_LINES].tolist())
+        for n, k in enumerate(shown):
+            colour = colours(n % 10)
+            ax.plot(psi, share[:, k], "o-", color=colour, label=t["classes"][k])
+            if t["corrected"] is not None:
+                ax.plot(psi, np.asarray(t["corrected"])[:, k], "--", color=colour)
+            if ref is not None:
+                ax.axhline(ref[k], color=colour, ls=":", lw=1)
+        if t["tv"] is not None:
+            ax.plot(psi, t["tv"], "s-", color="black", lw=1, ms=3, label="TV to reference")
+        ax.set_xlim(psi.max() + 0.05, psi.min() - 0.05)  # more truncation to the right
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("truncation psi")
+        ax.set_ylabel("share of images")
+        more = f", top {len(shown)} of {len(t['classes'])}" if len(shown) < len(t["classes"]) else ""
+        ax.set_title(f"{task}{more}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    towards = "each class's mean w" if sweep.get("trunc_center") == "class" else "w_avg"
+    fig.suptitle(f"shares under truncation towards {towards} ({sweep['num']} faces per psi; solid predicted, "
+                 f"dashed BBSE, dotted reference)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- attribute directions and edits
+
+
+def _cosine_panel(fig: Any, ax: Any, names: Sequence[str], m: np.ndarray, title: str) -> None:
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine")
+    k = len(names)
+    ax.set_xticks(range(k), labels=list(names), rotation=45 if k > 2 else 0, ha="right" if k > 2 else "center",
+                  fontsize=8)
+    ax.set_yticks(range(k), labels=list(names), fontsize=8)
+    if k <= CELL_TEXT_MAX:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(m[i, j]) > 0.6 else "black")
+    ax.set_title(title, fontsize=9)
+
+
+def plot_cosines(cosines: Mapping[str, Any], path: str | os.PathLike, conditional: bool = False) -> None:
+    """The cosine between every two attribute directions (``directions.pt``'s ``cosines``):
+    the fitted boundary normals, and beside them the conditional (projected) directions
+    when ``--orthogonal-to`` made any. Off-diagonal cosines far from 0 are entanglement, of
+    the generator or of the classifiers' correlated errors."""
+    plt = pyplot()
+    names = cosines["names"]
+    panels = [("fitted boundary normals", cosines["fitted"])]
+    if conditional:
+        panels.append(("conditional directions (--orthogonal-to)", cosines["directions"]))
+    side = min(12.0, 0.55 * len(names) + 2.6)
+    fig, axes = plt.subplots(1, len(panels), figsize=((side + 1.2) * len(panels), side), squeeze=False)
+    for ax, (title, m) in zip(axes[0], panels):
+        _cosine_panel(fig, ax, names, np.asarray(m, dtype=np.float64).reshape(len(names), len(names)), title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_edit(edit: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """One panel per classifier task: the mean predicted probability of each class against
+    the edit strength (``edit.json``). The edited attribute's class should move, the others
+    should stay flat; a moving other is entanglement (or a classifier's bias)."""
+    plt = pyplot()
+    tasks = edit["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 3.6), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (task, t) in zip(axes[0], tasks.items()):
+        s = np.asarray(t["strengths"], dtype=np.float64)
+        means = {c: np.asarray(v) for c, v in t["mean_probability"].items()}
+        order = list(means)  # the task's class order: one colour per class in every panel and run
+        top = sorted(order, key=lambda c: -float(np.ptp(means[c]) + means[c].mean()))[:MAX_CLASSES_SHOWN // 2]
+        for c in (c for c in order if c in top):
+            ax.plot(s, means[c], "o-", color=colours(order.index(c) % 10), label=c)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"strength (w_std of {edit['attribute']})")
+        ax.set_ylabel("mean predicted probability")
+        ax.set_title(f"{task}{' (edited)' if task == edit.get('task') else ''}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"edit along {edit['attribute']} ({edit['from']} -> {edit['to']}), "
+                 f"{len(edit['seeds'])} faces per strength", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -36,8 +36,10 @@ def _header_markdown(report: dict[str, Any]) -> list[str]:
     g, r = report["generated"], report["reference"]
     lines = ["# Attribute report", ""]
     if g["kind"] == "network":
+        towards = (f" towards each face's class mean w ({g['trunc_center_samples']} z per class)"
+                   if g.get("trunc_center") == "class" else "")
         lines.append(f"Generated: {g['num']} images from `{g['network']}` (seeds {g['seeds']}, truncation "
-                     f"{g['truncation_psi']}, conditions: {g['conditions']}), {g['resolution']} px.")
+                     f"{g['truncation_psi']}{towards}, conditions: {g['conditions']}), {g['resolution']} px.")
     else:
         lines.append(f"Generated: {g['num']} images from `{g['images']}`, {g['resolution']} px.")
     if r is not None:
@@ -93,6 +95,35 @@ def _consistency_markdown(c: dict[str, Any]) -> list[str]:
     return lines + ["", f"![consistency]({c['file']})", ""]
 
 
+def _sweep_markdown(sw: dict[str, Any]) -> list[str]:
+    """Per task a table: psi by class (predicted share, BBSE in brackets), TV to the reference."""
+    towards = (f"each face's class mean w ({sw['trunc_center_samples']} z per class)"
+               if sw.get("trunc_center") == "class" else "the global mean `w_avg`")
+    lines = ["## Truncation sweep", "", f"The same {sw['num']} seeds and conditions at each psi, truncated towards "
+             f"{towards}. Shares are predicted (BBSE-corrected in brackets); TV is to the reference's predicted "
+             "(BBSE) shares. Truncation towards one global mean narrows the mix towards the majority's look.", ""]
+    for task, t in sw["tasks"].items():
+        share = np.asarray(t["share"])  # [P, K]
+        shown = sorted(np.argsort(-share.max(0), kind="stable")[:8].tolist())
+        head = ["psi"] + [t["classes"][k] for k in shown] + ["TV", "TV (BBSE)"]
+        lines += [f"**{task}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, psi in enumerate(sw["psi"]):
+            cells = [f"{psi:g}"]
+            for k in shown:
+                corr = f" ({_pct(t['corrected'][i][k])})" if t["corrected"] is not None else ""
+                cells.append(_pct(share[i, k]) + corr)
+            cells += [_num(t["tv"][i]) if t["tv"] is not None else "-",
+                      _num(t["tv_corrected"][i]) if t["tv_corrected"] is not None else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+        if t["reference_share"] is not None:
+            cells = ["reference"] + [_pct(t["reference_share"][k]) + (f" ({_pct(t['reference_corrected'][k])})"
+                                                                       if t["reference_corrected"] else "")
+                                     for k in shown] + ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines + [f"![truncation]({sw['file']})", ""]
+
+
 def _memorization_markdown(m: dict[str, Any]) -> list[str]:
     s = m["summary"]
     below = s.get("fraction_below", {})
@@ -127,6 +158,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines += _task_markdown(task, t)
     if report.get("consistency"):
         lines += _consistency_markdown(report["consistency"])
+    if report.get("truncation_sweep"):
+        lines += _sweep_markdown(report["truncation_sweep"])
     if report.get("memorization"):
         lines += _memorization_markdown(report["memorization"])
     if report.get("identity_leak"):
@@ -158,6 +191,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         agreement = [f"{n} {100 * a:.0f}% (classifier {_pct(c['classifier_recall'].get(n))})"
                      for n, a in c["agreement"].items()]
         lines.append(f"conditional consistency ({c['task']}): " + ", ".join(agreement))
+    sw = report.get("truncation_sweep")
+    for task, t in (sw["tasks"] if sw else {}).items():
+        psi = "/".join(f"{p:g}" for p in sw["psi"])
+        top = int(np.argmax(np.asarray(t["share"]).max(0)))
+        shares = "/".join(f"{100 * r[top]:.0f}%" for r in t["share"])
+        tv = f"; TV {'/'.join(f'{v:.2f}' for v in t['tv'])}" if t["tv"] is not None else ""
+        lines.append(f"truncation sweep ({task}, psi {psi}, towards {sw['trunc_center']} centre): "
+                     f"{t['classes'][top]} {shares}{tv}")
     m = report.get("memorization")
     if m and "fraction_below" in m["summary"]:
         lines.append(f"memorization: {100 * m['summary']['fraction_below']['p1']:.1f}% of generated faces closer to "

@@ -54,7 +54,7 @@ from gan import monitor
 from gan.config import load_config, save_config, to_dict
 from gan.util import UserError
 
-__all__ = ["LOGGER_NAME", "EarlyStopping", "train"]
+__all__ = ["LOGGER_NAME", "EarlyStopping", "train", "check_model"]
 
 #: The ``logging`` logger of classifier runs (rank 0: console on stderr and ``log.txt``).
 LOGGER_NAME = "classify"
@@ -198,7 +198,7 @@ def _resolve(data: str | os.PathLike, task: str, model: str, recipe: Recipe | st
         recipe = load_config(Recipe, None, overrides, base=to_dict(recipe))
     run_dir = Path(outdir)
     _check_run_dir(run_dir, resume, task, model, recipe)
-    pretrained = _check_model(model, recipe, weights)
+    pretrained = check_model(model, recipe, weights)
     return _Checked(RunConfig(task=task, model=model, data=str(Path(data)), recipe=recipe), run_dir, pretrained)
 
 
@@ -218,7 +218,7 @@ def _check_run_dir(run_dir: Path, resume: bool, task: str, model: str, recipe: R
                         "it or a new --outdir (nothing is overwritten)")
 
 
-def _check_model(model: str, recipe: Recipe, weights: str | os.PathLike | None) -> bool:
+def check_model(model: str, recipe: Recipe, weights: str | os.PathLike | None) -> bool:
     """Whether the model starts from ImageNet weights; fails (before scanning or decoding
     anything) on too small an input or a missing weights file."""
     spec = MODELS[model]

@@ -290,26 +290,53 @@ def import_cmd(src: str, dest: str) -> None:
 @click.option("--seeds", default="0-63", show_default=True, help="Seeds, e.g. 0-63 or 1,5,10-12.")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
               help="Truncation psi (0.7 is typical; 1 = none).")
+@click.option("--trunc-center", type=click.Choice(["global", "class"]), default="global", show_default=True,
+              help="Truncate towards w_avg (global, as published) or, for a conditional network, towards the mean w "
+                   "of the --class (estimated from 1000 seeded z), so truncated faces keep their class.")
 @click.option("--class", "class_name", default=None, metavar="NAME|INDEX",
               help="Class to generate with a conditional network (names come from the checkpoint).")
 @click.option("--noise", "noise_mode", type=click.Choice(["const", "random"]), default="const", show_default=True,
               help="Noise inputs: the stored constant draw or a draw from the seed.")
 @click.option("--grid", is_flag=True, help="Write one grid.png instead of one PNG per seed.")
 @click.option("--interpolate", "interpolate_steps", type=click.IntRange(min=0), default=0,
-              help="Also write an N-frame W-space interpolation strip per consecutive seed pair.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+              help="Frames per consecutive seed pair, linear in W: an N-frame strip per pair in --outdir, and the "
+                   "frame count of --video.")
+@click.option("--outdir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the PNGs (optional with --video).")
+@click.option("--video", type=click.Path(dir_okay=False), default=None, metavar="FILE.mp4|FILE.gif",
+              help="Also (or only) write an interpolation video through the seeds: (seeds - 1) x (N - 1) + 1 frames "
+                   "for --interpolate N; MP4 (H.264, imageio-ffmpeg) or GIF (Pillow); never overwrites a file.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Frames per second of --video.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (--video).")
 @friendly_errors
-def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: str | None, noise_mode: str,
-                 grid: bool, interpolate_steps: int, outdir: str, device: str) -> None:
-    """Draw images from a checkpoint's EMA generator."""
+def generate_cmd(network: str, seeds: str, truncation_psi: float, trunc_center: str, class_name: str | None,
+                 noise_mode: str, grid: bool, interpolate_steps: int, outdir: str | None, video: str | None,
+                 fps: float, device: str, progress: bool) -> None:
+    """Draw images (and an interpolation video) from a checkpoint's EMA generator.
+
+    \b
+    mtf-gan generate --network CKPT --seeds 0-7 --class Female --trunc 0.5 --trunc-center class --outdir out
+    mtf-gan generate --network CKPT --seeds 0-7 --class Female --interpolate 60 --video out.mp4
+    """
     from gan.generate import generate, parse_seeds
     from gan.distributed import pick_device
 
+    if outdir is None and video is None:
+        raise click.UsageError("pass --outdir DIR (PNGs), --video FILE.mp4|.gif, or both")
     written = generate(network, parse_seeds(seeds), outdir, truncation_psi=truncation_psi, class_name=class_name,
                        noise_mode=noise_mode, grid=grid, interpolate_steps=interpolate_steps,
-                       device=pick_device(device))
-    click.echo(f"wrote {len(written)} PNG file(s) to {outdir}")
+                       device=pick_device(device), trunc_center=trunc_center, video=video, fps=fps,
+                       progress=progress, echo=click.echo)
+    pngs = [p for p in written if p.suffix == ".png"]
+    if outdir is not None:
+        click.echo(f"wrote {len(pngs)} PNG file(s) to {outdir}")
+    if video is not None:
+        from gan.generate import video_frame_count
+
+        frames = video_frame_count(len(parse_seeds(seeds)), interpolate_steps)
+        click.echo(f"wrote {video} ({frames} frames at {fps:g} fps, {frames / fps:.1f} s)")
 
 
 @main.command("metrics")
@@ -323,6 +350,9 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
 @click.option("--num", type=int, default=None, help="Fakes to draw (default: as many as the reals).")
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--trunc", type=float, default=1.0, show_default=True, help="Truncation psi (protocol: 1.0).")
+@click.option("--trunc-center", type=click.Choice(["global", "class"]), default="global", show_default=True,
+              help="With --network and --trunc < 1: truncate towards w_avg (global, the protocol) or towards each "
+                   "fake's class mean w (class; a conditional network; 1000 seeded z per class, in the rows).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--inception-weights", type=click.Path(), default=None,
               help="weights-inception-2015-12-05-6726825d.pth (default: torch's hub cache).")
@@ -341,8 +371,9 @@ def generate_cmd(network: str, seeds: str, truncation_psi: float, class_name: st
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @friendly_errors
 def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: str, num: int | None, batch: int,
-                trunc: float, device: str, inception_weights: str | None, vgg_weights: str | None, per_class: bool,
-                as_json: bool, out: str | None, stats_cache: str | None, no_stats_cache: bool, progress: bool) -> None:
+                trunc: float, trunc_center: str, device: str, inception_weights: str | None, vgg_weights: str | None,
+                per_class: bool, as_json: bool, out: str | None, stats_cache: str | None, no_stats_cache: bool,
+                progress: bool) -> None:
     """FID/KID/IS/precision-recall between real images and a generator or a fake folder (torch-fidelity).
 
     Weights are never downloaded: a missing file stops with where to put it (exit status 2).
@@ -364,7 +395,8 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
     # A missing weights file is gan.util.MissingWeights: friendly_errors exits with status 2.
     res = compute_metrics(real, network or fake, MetricsOptions(
         metrics=names, num=num, batch=batch, device=pick_device(device), inception_weights=inception_weights,
-        vgg_weights=vgg_weights, truncation_psi=trunc, per_class=per_class, progress=progress,
+        vgg_weights=vgg_weights, truncation_psi=trunc, trunc_center=trunc_center, per_class=per_class,
+        progress=progress,
         cache_dir=None if no_stats_cache else (stats_cache or default_stats_cache()),
         echo=lambda line: click.echo(line, err=True)))  # stderr: --json keeps stdout parseable
     rows = result_rows({**res, "fake": str(network or fake)})
@@ -382,6 +414,9 @@ def metrics_cmd(real: str, network: str | None, fake: str | None, metric_list: s
                        f"{r['resolution']} px, {r['seconds']} s)")
         if per_class:
             click.echo(f"note: {PER_CLASS_NOTE}")
+        if res.get("trunc_center") == "class":
+            click.echo(f"truncation centre: each fake's class mean w over {res['trunc_center_samples']} z "
+                       f"(torch seed {res['trunc_center_seed']})")
         click.echo(f"appended {len(rows)} row(s) to {dest / 'metrics.jsonl'}")
 
 

@@ -15,8 +15,10 @@ their weights files and the block-wise feature loop are in :mod:`gan.extractors`
   features (torch-fidelity's ``vgg16`` extractor with torchvision's ImageNet file
   ``vgg16-397923af.pth``: a second weights file, found separately from Inception's).
 
-Protocol (recorded in every result row): G_ema, truncation 1.0 unless told otherwise,
-seeds ``0..num-1`` with z drawn exactly as ``mtf-gan generate`` draws them, labels of a
+Protocol (recorded in every result row): G_ema, truncation 1.0 unless told otherwise
+(towards ``w_avg``, or with ``trunc_center='class'`` towards each fake's class centre,
+:func:`gan.generate.class_centers`, whose sample count the rows record), seeds
+``0..num-1`` with z drawn exactly as ``mtf-gan generate`` draws them, labels of a
 conditional G drawn with the real archive's label mix (:func:`gan.generate.fake_labels`),
 the full real source as reference (images as ``prepare`` wrote them; the extractor resizes
 them itself). ``fid50k_full`` is 50,000 fakes against all reals.
@@ -45,7 +47,8 @@ import torch
 from gan import distributed as dist
 from gan.dataset import open_images
 from gan.extractors import POOL, VGG_FEATURE, Extractors, extract_many, load_extractors, parse_training_metrics
-from gan.generate import fake_labels, real_labels, seed_z
+from gan.generate import (ClassCenters, describe_center, device_of, fake_labels, real_labels, seed_z, synthesize,
+                          truncation_centers)
 from gan.images import images_to_uint8, list_images, read_rgb, square_resize_chw
 from gan.monitor import LOGGER_NAME
 from gan.util import UserError, atomic_torch_save, cache_root
@@ -79,6 +82,7 @@ class MetricsOptions:
     inception_weights: Optional[str | os.PathLike] = None  # default: torch's hub cache
     vgg_weights: Optional[str | os.PathLike] = None        # for pr; default: torch's hub cache
     truncation_psi: float = 1.0
+    trunc_center: str = "global"        # or "class": towards each fake's class mean w (a conditional G)
     # real-feature cache (see real_features): default $MTF_CACHE_DIR/stats, None = off (--no-stats-cache)
     cache_dir: Optional[str | os.PathLike] = field(default_factory=default_stats_cache)
     echo: Optional[Callable[[str], None]] = None  # the cache line (where, how big); None: the "gan" logger
@@ -121,10 +125,11 @@ def iter_real_images(source: str | os.PathLike, num: Optional[int] = None,
 
 
 def iter_fake_images(G: torch.nn.Module, num: int, labels: Optional[torch.Tensor] = None,
-                     truncation_psi: float = 1.0, batch: int = 32, seeds: Optional[Sequence[int]] = None
-                     ) -> Iterator[torch.Tensor]:
+                     truncation_psi: float = 1.0, batch: int = 32, seeds: Optional[Sequence[int]] = None,
+                     centers: Optional[ClassCenters] = None) -> Iterator[torch.Tensor]:
     """uint8 ``[3, H, W]`` for seeds ``0..num-1`` (or ``seeds``), z drawn as ``mtf-gan generate``
-    draws it, constant noise, G run ``batch`` seeds at a time.
+    draws it, constant noise, G run ``batch`` seeds at a time; truncated towards ``w_avg``, or
+    towards the class centres ``centers`` (:func:`gan.generate.class_centers` of the labels).
 
     We call G ourselves (not torch-fidelity's conditional wrapper, which uses ``np.int``
     and fails under numpy 2). ``labels`` ``[num, c_dim]`` is required for a conditional G.
@@ -133,13 +138,13 @@ def iter_fake_images(G: torch.nn.Module, num: int, labels: Optional[torch.Tensor
     if G.c_dim and (labels is None or labels.shape[0] < len(seeds)):
         raise UserError("this network is conditional: the real source must be a labelled archive "
                         "(its labels give the class distribution of the fakes)")
-    device = next(G.parameters()).device
+    device = device_of(G)
     for i in range(0, len(seeds), batch):
         chunk = seeds[i: i + batch]
         z = torch.cat([seed_z(s, G.z_dim) for s in chunk]).to(device)  # [B, z_dim]
         c = labels[i: i + len(chunk)].to(device) if G.c_dim else torch.zeros([len(chunk), 0], device=device)
         with torch.no_grad():
-            img = images_to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode="const"))  # [B, 3, H, W]
+            img = images_to_uint8(synthesize(G, z, c, truncation_psi, "const", centers))  # [B, 3, H, W]
         yield from img.cpu()
 
 
@@ -395,7 +400,9 @@ def _evaluate(real: Path, fakes: FakeSource, n_fake: int, opts: MetricsOptions, 
     return result
 
 
-def _row_info(result: dict, ex: Extractors, real, truncation_psi: float, kimg, t0: float) -> dict:
+def _row_info(result: dict, ex: Extractors, real, truncation_psi: float, kimg, t0: float,
+              centers: Optional[ClassCenters] = None) -> dict:
+    result.update(**describe_center(centers))
     result.update(resize="reals of another size: central square + box filter to the fakes' resolution (as "
                   "prepare); then torch-fidelity TF1 bilinear to 299 (Inception) / 224 (VGG16)",
                   weights_sha256=ex.inception_sha, vgg_weights_sha256=ex.vgg_sha, real=str(real), kimg=kimg,
@@ -417,7 +424,6 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, options: Opt
     t0 = time.time()
     opts = _options(options, overrides)
     real = Path(real)
-    ex = extractors or load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
     n = opts.num if opts.num is not None else len(open_images(real, "--real").names)
     labels = real_labels(real) if G.c_dim else None
     if G.c_dim and labels is None:
@@ -425,6 +431,9 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, options: Opt
                         "it was trained on (its labels give the fakes' class distribution)")
     if opts.per_class and not G.c_dim:
         raise UserError("--per-class needs a conditional network (this one has no labels)")
+    # class centres of every label vector of the reals (the fakes' labels are drawn from them)
+    centers = truncation_centers(G, opts.trunc_center, labels)
+    ex = extractors or load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
 
     def fakes(row: Optional[torch.Tensor], count: int, select: Optional[Sequence[int]] = None
               ) -> Iterator[torch.Tensor]:
@@ -435,13 +444,14 @@ def evaluate_generator(G: torch.nn.Module, real: str | os.PathLike, options: Opt
         seeds = list(range(count)) if select is None else list(select)
         if c is not None and select is not None:
             c = c[torch.as_tensor(seeds)]  # the labels of these seeds, as in the unsharded draw
-        return iter_fake_images(G, len(seeds), c, opts.truncation_psi, batch=min(opts.batch, 32), seeds=seeds)
+        return iter_fake_images(G, len(seeds), c, opts.truncation_psi, batch=min(opts.batch, 32), seeds=seeds,
+                                centers=centers)
 
     pc = (labels, getattr(G, "class_names", None)) if opts.per_class else None
     result = _evaluate(real, fakes, n, opts, ex, pc, resolution=int(G.img_resolution))
     if not result:  # a rank other than 0 of a sharded evaluation
         return result
-    return _row_info(result, ex, real, opts.truncation_psi, getattr(G, "cur_nimg", 0) / 1000, t0)
+    return _row_info(result, ex, real, opts.truncation_psi, getattr(G, "cur_nimg", 0) / 1000, t0, centers)
 
 
 def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, options: Optional[MetricsOptions] = None,
@@ -464,12 +474,14 @@ def compute_metrics(real: str | os.PathLike, fake: str | os.PathLike, options: O
         from gan.checkpoint import load_generator
 
         G = load_generator(fake_path, opts.device)
-        ex = load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
-        return evaluate_generator(G, real, opts, extractors=ex)
+        return evaluate_generator(G, real, opts)  # checks the options before loading the extractors
     if not fake_path.is_dir():
         raise UserError(f"--fake/--network {fake_path}: no such checkpoint file or image folder")
     if opts.per_class:
         raise UserError("--per-class needs --network (a conditional generator), not a fake image folder")
+    if opts.trunc_center != "global":
+        raise UserError(f"--trunc-center {opts.trunc_center} needs --network (fakes drawn here), not a fake image "
+                        "folder; drop it")
     ex = load_extractors(opts.metrics, opts.device, opts.inception_weights, opts.vgg_weights)
     files = list_images(fake_path, "--fake")[: opts.num if opts.num is not None else None]
     first = read_rgb(files[0])  # [3, H, W]

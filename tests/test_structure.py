@@ -26,8 +26,9 @@ LAYERS = {
     ],
     "classify": [
         "classify.dataset", "classify.models", "classify.recipe", "classify.loaders", "classify.checkpoint",
-        "classify.plots", "classify.evaluate", "classify.train", "classify.baselines", "classify.classifier",
+        "classify.plots", "classify.evaluate", "classify.train", "classify.baselines", "classify.classifier", "classify.cas",
         "classify.shift", "classify.leak", "classify.pseudo_labels", "classify.report", "classify.score",
+        "classify.directions", "classify.edit",
         "classify.cli", "classify",
     ],
 }

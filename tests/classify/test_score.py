@@ -232,3 +232,160 @@ def test_a_published_pkl_is_scored_and_needs_a_reference(tmp_path, prepared_arch
     assert rep["generated"]["network"] == str(pkl) and not rep["reference"]["is_training_archive"]
     gender = rep["tasks"]["gender"]
     assert gender["generated"]["num"] == 8 and sum(gender["generated"]["share"]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- truncation (issue 16)
+#
+# On the stand-in generator (tests/_standin.py) the attributes of every face are known from its w.
+# The demo classifiers, trained on 16 people, do not generalise to the stand-in's new faces (about
+# 60% gender agreement there), so the stand-in tests read the truth instead: an "oracle" classifier
+# that answers for each image what the stand-in drew it with. What is tested is the sweep and the
+# class centres of `score`, not a classifier.
+
+
+def _truthful_standin():
+    """A stand-in whose synthesis records, per uint8 image, the attributes it was drawn with."""
+    from gan.images import images_to_uint8
+    from tests._standin import StandInGenerator, StandInSynthesis, attributes_of
+
+    class Recording(StandInSynthesis):
+        def __init__(self, truth):
+            super().__init__()
+            self.truth = truth
+
+        def forward(self, ws, noise_mode="const", **_ignored):
+            img = super().forward(ws, noise_mode)
+            attrs = attributes_of(ws[:, 0])
+            for i, u in enumerate(images_to_uint8(img)):
+                self.truth[u.contiguous().numpy().tobytes()] = {t: v[i] for t, v in attrs.items()}
+            return img
+
+    G = StandInGenerator()
+    G.truth = {}
+    G.synthesis = Recording(G.truth)
+    return G
+
+
+def _oracle(task: str, truth: dict):
+    """A :class:`Classifier` that is always right about images the stand-in drew (one-hot)."""
+    from classify.classifier import Classifier
+    from gan.synthetic import AGES, GENDERS
+
+    classes = list({"age": AGES, "gender": GENDERS}[task])
+    clf = Classifier(path=Path(f"oracle-{task}"), task=task, classes=classes, model_name="oracle",
+                     model=torch.nn.Identity(), recipe=None, device=torch.device("cpu"),
+                     confusion=np.eye(len(classes)) * 100)
+
+    def predict(images, batch=64):
+        idx = torch.tensor([classes.index(truth[torch.as_tensor(im).contiguous().numpy().tobytes()][task])
+                            for im in images])
+        return torch.nn.functional.one_hot(idx, len(classes)).float(), torch.zeros(len(idx), 1)
+
+    clf.predict = predict
+    return clf
+
+
+@pytest.fixture(scope="module")
+def standin_reference(tmp_path_factory):
+    """200 untruncated stand-in faces (seeds 10000+, half of each class) as PNGs: the reference
+    is the generator's own distribution, so the TV at psi 1 is sampling noise alone."""
+    from gan.generate import generate_images
+
+    G = _truthful_standin()
+    folder = tmp_path_factory.mktemp("standin") / "reference"
+    folder.mkdir()
+    for s in range(10_000, 10_200):
+        img = generate_images(G, [s], torch.eye(2)[s % 2][None])[0]  # [3, H, W]
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"seed{s}.png")
+    return folder, G.truth
+
+
+def test_truncation_sweep_on_the_standin_shows_the_predicted_old_shift(tmp_path, standin_reference, one_thread):
+    """Global truncation pulls w[1] (age) to w_avg's 0.5 > 0: the Old share rises from 0.69 to
+    0.80 (psi 0.6) and 0.95 (psi 0.3) by tests/_standin.old_share_under_global_truncation, and
+    women turn men below psi 1/3. 200 faces per psi: binomial sd <= 0.035, tolerance 0.1."""
+    from tests._standin import old_share_under_global_truncation
+
+    ref, ref_truth = standin_reference
+    G = _truthful_standin()
+    G.truth.update(ref_truth)  # the oracle knows the reference's faces too
+    clfs = [_oracle("age", G.truth), _oracle("gender", G.truth)]
+    rep = _score(tmp_path / "r", clfs, network=G, num=200, reference=ref, memorization=False,
+                 trunc_sweep=(1, 0.6, 0.3))
+    sw = rep["truncation_sweep"]
+    assert sw["psi"] == [1.0, 0.6, 0.3] and sw["trunc_center"] == "global" and sw["num"] == 200
+    age = sw["tasks"]["age"]
+    old = [row[age["classes"].index("Old")] for row in age["share"]]
+    predicted = [round(old_share_under_global_truncation(p), 3) for p in sw["psi"]]
+    print(f"stand-in sweep: Old {old} (predicted {predicted})")
+    for psi, share in zip(sw["psi"], old):
+        assert share == pytest.approx(old_share_under_global_truncation(psi), abs=0.1), (psi, old)
+    assert old[2] - old[0] >= 0.15, old  # predicted 0.26
+    assert age["corrected"] == age["share"]  # a perfect classifier: BBSE changes nothing
+    assert age["tv"][0] <= 0.12 and age["tv"][2] >= 0.15, age["tv"]
+    gender = sw["tasks"]["gender"]
+    male = [row[gender["classes"].index("Male")] for row in gender["share"]]
+    print(f"stand-in sweep: Male {male} towards w_avg")
+    assert male[2] >= 0.75, male  # half women, three in four of them men at psi 0.3: 0.875
+    assert (tmp_path / "r" / "truncation.png").is_file()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Truncation sweep" in md and "| 0.3 |" in md and "![truncation](truncation.png)" in md
+    # Towards each class's own centre no woman turns man: every face keeps its gender (a property
+    # of each face, not a share, so 100 faces do).
+    rep = _score(tmp_path / "c", clfs, network=G, num=100, reference=ref, memorization=False,
+                 trunc_center="class", trunc_sweep=(1, 0.3))
+    sw = rep["truncation_sweep"]
+    assert sw["trunc_center"] == "class" and sw["trunc_center_samples"] == 1000
+    assert rep["generated"]["trunc_center"] == "class" and rep["generated"]["trunc_center_samples"] == 1000
+    male = [row[sw["tasks"]["gender"]["classes"].index("Male")] for row in sw["tasks"]["gender"]["share"]]
+    print(f"stand-in sweep: Male {male} towards the class centres")
+    assert abs(male[1] - male[0]) <= 0.02, male
+
+
+def test_trunc_center_class_on_an_unconditional_generator_is_refused(tmp_path, trained_classifiers,
+                                                                     prepared_archive):
+    from gan.networks import NetworkConfig, build_generator
+
+    G = build_generator(NetworkConfig(z_dim=8, w_dim=8, c_dim=0, img_resolution=8, channel_base=64, channel_max=8,
+                                      mapping_layers=1, num_fp16_res=0))
+    with pytest.raises(UserError, match=r"--trunc-center class: this network is unconditional.*global"):
+        _score(tmp_path / "r", [trained_classifiers["gender"]], network=G, num=4, reference=prepared_archive,
+               trunc_center="class")
+    assert not (tmp_path / "r").exists()
+
+
+def test_trunc_sweep_options_are_checked(tmp_path, trained_classifiers):
+    from classify.cli import main
+
+    base = ["score", "--classifier", str(trained_classifiers["gender"]), "--outdir", str(tmp_path / "r")]
+    res = CliRunner().invoke(main, base + ["--images", str(tmp_path), "--reference", str(tmp_path),
+                                           "--trunc-sweep", "1,0.5"])
+    assert res.exit_code == 1 and "need --network" in res.output
+    res = CliRunner().invoke(main, base + ["--images", str(tmp_path), "--reference", str(tmp_path),
+                                           "--trunc-sweep", "1,half"])
+    assert res.exit_code == 1 and "'half' is not a number" in res.output and "Traceback" not in res.output
+    assert S.parse_trunc_sweep("1, 0.9,0.7,0.5,0.7") == (1.0, 0.9, 0.7, 0.5)
+    assert not (tmp_path / "r").exists()
+
+
+def test_score_with_class_centres_and_a_sweep_on_the_demo_generator(tmp_path, demo_run, trained_classifiers,
+                                                                     one_thread):
+    """Smoke run: files and numbers are written (the demo G is too weak to judge the values)."""
+    from classify.cli import main
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["score", "--network", str(demo_run["checkpoint"]), "--num", "16",
+                                    "--classifier", str(trained_classifiers["age"]), "--trunc", "0.7",
+                                    "--trunc-center", "class", "--trunc-sweep", "1,0.5", "--no-memorization",
+                                    "--outdir", str(out), "--threads", "1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["generated"]["trunc_center"] == "class" and rep["generated"]["trunc_center_samples"] == 1000
+    sw = rep["truncation_sweep"]
+    assert sw["psi"] == [1.0, 0.5] and sw["num"] == 16
+    age = sw["tasks"]["age"]
+    assert len(age["share"]) == len(age["corrected"]) == len(age["tv"]) == 2
+    assert all(sum(r) == pytest.approx(1.0) for r in age["share"]) and all(0 <= v <= 1 for v in age["tv"])
+    with Image.open(out / "truncation.png") as im:
+        assert im.size[0] > 300
+    assert "truncation sweep (age" in res.output and "class mean w" in (out / "report.md").read_text()

@@ -444,3 +444,26 @@ def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_result(folders, 
                             inception_weights=stub_weights, cache_dir=cache, echo=notes.append)
     assert np.isfinite(res["fid"]) and list(cache.iterdir()) == []
     assert len(notes) == 1 and f"writing in {cache} failed (ENOSPC" in notes[0] and "--no-stats-cache" in notes[0]
+
+
+def test_class_trunc_center_changes_the_fakes_and_is_recorded_in_the_rows(demo_run, prepared_archive, stub_weights,
+                                                                          tmp_path, one_thread):
+    """`mtf-gan metrics --network --trunc-center class` (issue 16): each fake truncated towards its
+    class's mean w; the rows say so and how many samples the centres took."""
+    from gan.cli import main
+    from gan.generate import CLASS_CENTER_SAMPLES
+
+    base = ["metrics", "--real", str(prepared_archive), "--network", str(demo_run["checkpoint"]), "--num", "16",
+            "--metrics", "fid", "--trunc", "0.5", "--inception-weights", str(stub_weights), "--batch", "16",
+            "--stats-cache", str(tmp_path / "cache"), "--no-progress"]
+    rows = {}
+    for centre in ("global", "class"):
+        res = CliRunner().invoke(main, base + ["--trunc-center", centre, "--out", str(tmp_path / centre), "--json"])
+        assert res.exit_code == 0, res.output
+        rows[centre] = json.loads((tmp_path / centre / "metrics.jsonl").read_text().splitlines()[0])
+    assert rows["class"]["trunc_center"] == "class" and rows["class"]["trunc_center_samples"] == CLASS_CENTER_SAMPLES
+    assert rows["global"]["trunc_center"] == "global" and rows["global"]["trunc_center_samples"] is None
+    assert rows["class"]["truncation_psi"] == rows["global"]["truncation_psi"] == 0.5
+    assert rows["class"]["value"] != rows["global"]["value"]  # other fakes
+    with pytest.raises(M.UserError, match="--trunc-center class needs --network"):
+        M.compute_metrics(prepared_archive, tmp_path / "cache", trunc_center="class", inception_weights=stub_weights)
