@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SYNTH_RES = 32
 NONCURATED_PEOPLE, NONCURATED_PER_PERSON = 12, 8
 CURATED_PEOPLE, CURATED_PER_PERSON = 16, 10
+#: Seed of the shared curated set (``synthetic_curated``): its people are also the ones the
+#: stand-in generator (tests/_standin.py) draws, so the fixture classifiers know them.
+CURATED_SEED = 1
 #: The GAN demo preset and its length (500 steps of 8, about a minute on one CPU thread).
 DEMO_GAN_CONFIG = REPO / "configs" / "gan" / "demo.yaml"
 DEMO_GAN_KIMG = 4.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests._settings import (  # noqa: F401  (constants live in tests/_settings.py)
-    CURATED_PER_PERSON, CURATED_PEOPLE, DEMO_GAN_CONFIG, DEMO_GAN_KIMG, NONCURATED_PER_PERSON, NONCURATED_PEOPLE,
+    CURATED_PER_PERSON, CURATED_PEOPLE, CURATED_SEED, DEMO_GAN_CONFIG, DEMO_GAN_KIMG, NONCURATED_PER_PERSON, NONCURATED_PEOPLE,
     REPO, SYNTH_RES,
 )
 
@@ -78,7 +78,7 @@ def synthetic_curated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "curated"
     write_synthetic(
         root, layout="curated", people=CURATED_PEOPLE, per_person=CURATED_PER_PERSON,
-        resolution=SYNTH_RES, seed=1,
+        resolution=SYNTH_RES, seed=CURATED_SEED,
     )
     return root
 

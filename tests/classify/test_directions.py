@@ -55,13 +55,8 @@ def test_boundaries_fitted_on_the_standins_true_labels_are_its_axes():
 
     assert cosine(fits["gender"]["normal"], TRUE_AXES["gender"]) > 0.99
     assert cosine(fits["age"]["normal"], TRUE_AXES["age"]) > 0.99
-    e2 = torch.eye(W_DIM)[2]
-    assert cosine(fits["race=White"]["normal"], e2) > 0.9  # the top quartile of w[2]
-    assert cosine(fits["race=Asian_Chinese_Korean"]["normal"], e2) < -0.9  # the bottom quartile
-    for name in ("gender", "age", "race=White", "race=Asian_Chinese_Korean"):
+    for name in ("gender", "age"):  # (the stand-in's race is tied to its gender and age: see tests/_standin.py)
         assert fits[name]["accuracy"] > 0.97, (name, fits[name])
-    # A middle quartile is no half-space: its one-vs-rest boundary is barely above always guessing 'rest'.
-    assert fits["race=Asian_Indian"]["accuracy"] < 0.85
 
     cov = torch.cov(w.double().T)
     # Age: w[1] = z[1] + 0.5, so the spread along -e1 is 1 and the boundary w[1] = 0 is offset 0.
@@ -92,22 +87,16 @@ def test_resolve_names_takes_directions_and_tasks():
 
 
 def test_directions_from_the_demo_classifiers_follow_the_standins_axes(standin_file):
-    """The age classifier was not what the stand-in is conditioned on (gender): allowed.
-
-    With these classifiers the raw age direction reaches cosine 0.84-0.89 with the true axis
-    (5 seeds of 600 faces; about 0.92 with 2,400): its remainder is the classifier's race bias
-    (it calls White faces, high ``w[2]``, older), so moving towards Young also moves away from
-    White. Projected off the race axis, the direction is the age axis (cosine > 0.9). A random
-    direction in 8 dimensions has a cosine above 0.75 with a given axis once in a hundred."""
+    """The age classifier was not what the stand-in is conditioned on (gender): allowed. Fitted
+    on the fixture classifiers' labels of 600 stand-in faces, the directions are the true axes
+    (measured: cosine 0.999 for age, 0.95 for gender; a random direction in 8 dimensions has a
+    cosine above 0.75 with a given axis once in a hundred)."""
     data = torch.load(standin_file, weights_only=True)
-    age, gender = data["directions"]["age"], data["directions"]["gender"]
-    assert cosine(age, TRUE_AXES["age"]) > 0.75
-    assert cosine(gender, TRUE_AXES["gender"]) > 0.75
-    e2 = torch.eye(W_DIM)[2]
-    assert float(age @ e2) < -0.2  # Old -> Young leans away from White: the classifier's bias
-    assert cosine(D.orthogonalize(age, [e2]), TRUE_AXES["age"]) > 0.9
-    # The age labels are linear in W beyond chance (on held-out faces).
-    assert data["boundary_accuracy"]["age"] > data["majority_accuracy"]["age"]
+    assert cosine(data["directions"]["age"], TRUE_AXES["age"]) > 0.9
+    assert cosine(data["directions"]["gender"], TRUE_AXES["gender"]) > 0.9
+    # The labels are linear in W beyond chance (on held-out faces).
+    for name in ("age", "gender"):
+        assert data["boundary_accuracy"][name] > data["majority_accuracy"][name]
 
 
 def test_directions_file_is_plain_data_with_the_generators_identity(standin_file):
