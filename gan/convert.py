@@ -8,8 +8,8 @@ published checkpoints (e.g. FFHQ) can be loaded, and so that the parity fixture
 generators and residual discriminators (the StyleGAN2-ADA defaults); other
 architectures have extra keys and are rejected with the list of keys.
 
-Get a published state dict with their code, e.g.
-``pickle.load(f)['G_ema'].state_dict()``, saved with ``torch.save``.
+Published ``.pkl`` files are read without their code, and without executing anything in
+them, by :mod:`gan.published` (``mtf-gan import``), which uses this mapping.
 
 Name mapping (``{r}`` is a resolution, ``{i}`` a layer index, ``*`` the rest of the name)::
 
