@@ -26,29 +26,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 LOG=${1:-gpu_check-$(date -u +%Y%m%d-%H%M%S).log}
 export MTF_EXTENSIONS_DIR=${MTF_EXTENSIONS_DIR:-$PWD/.mtf-ext-cache}
-SUMMARY=()
-
-step() {  # step <name> <timeout_s> <command...>
-    local name=$1 limit=$2
-    shift 2
-    echo
-    echo "=== [$name] $(date -u +%H:%M:%S) (limit ${limit}s): $*"
-    local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@"
-    local rc=$?
-    local took=$((SECONDS - t0))
-    local status=OK
-    [ $rc -ne 0 ] && status="FAIL(rc=$rc)"
-    [ $rc -eq 124 ] && status="TIMEOUT"
-    echo "=== [$name] $status in ${took}s"
-    SUMMARY+=("$(printf '%-14s %-12s %4ss' "$name" "$status" "$took")")
-}
-
-skip() {  # skip <name> <reason>
-    echo
-    echo "=== [$1] SKIPPED: $2"
-    SUMMARY+=("$(printf '%-14s %-12s' "$1" "SKIPPED") $2")
-}
+source benchmarks/_steps.sh  # step, skip, SUMMARY
 
 main() {
     echo "gpu_check: $(date -u) host=$(hostname) git=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

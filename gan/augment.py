@@ -33,36 +33,35 @@ number of values per sample for the whole *global* batch (independent of ``p``,
 of the image size and of the device the images live on), and :meth:`AugmentPipe.apply`
 applies a slice of them. The trainer seeds the generator from
 ``(seed, cur_nimg, phase)`` and each rank applies rows ``[rank * n, (rank + 1) * n)``,
-so the result is the same for any world size and survives a resume::
-
-    params = pipe.sample_params(global_batch, generator)       # same on every rank
-    images = pipe.apply(images, params[offset:offset + n])     # this rank's slice
-    # or, equivalently, in one call:
-    images = pipe(images, generator=g, batch_offset=offset, global_batch=global_batch)
+so the result is the same for any world size and survives a resume:
+``pipe.apply(images, pipe.sample_params(global_batch, g)[offset:offset + n])``, or in one
+call ``pipe(images, generator=g, batch_offset=offset, global_batch=global_batch)``.
 
 The p controller (:class:`AdaController`, paper sec. 3 and eq. 1) uses the
 overfitting heuristic ``r_t = E[sign(D(x_real))]``: every ``interval`` (4) steps it
 moves ``p`` by ``sign(r_t - target) * batch * interval / (kimg * 1000)``, so ``p`` can
 go from 0 to 1 in ``kimg`` (500) thousand real images; target 0.6.
 
-Resampling uses :mod:`gan.ops.upfirdn2d` (``impl`` passes through) for the 2x
-upsampling and downsampling with the orthogonal ``sym6`` wavelet low-pass filter
-(the paper's choice, appendix B) and :func:`gan.ops.grid_sample.grid_sample_reflect`
-(bilinear, mirrored borders) for the warp. Lazy R1 differentiates through the pipe's
-backward, so every step must have a second derivative, which that sampler has and
-``torch.nn.functional.grid_sample`` lacks on some supported torch builds.
+Resampling uses :mod:`gan.ops.upfirdn2d` (``impl`` passes through) for the 2x up- and
+downsampling with the orthogonal ``sym6`` wavelet low-pass filter (the paper's choice,
+appendix B) and :func:`gan.ops.grid_sample.grid_sample_reflect` (bilinear, mirrored borders)
+for the warp: ``F.grid_sample`` where first derivatives suffice, its own twice-differentiable
+sampler for lazy R1, which differentiates through the pipe's backward (torch 2.11 on CUDA
+lacks that derivative for ``grid_sample``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple
 
 import torch
 
-from gan.ops.grid_sample import grid_sample_reflect, mirror_index
-from gan.ops.upfirdn2d import setup_filter, upfirdn2d, upsample2d
+from gan.ops.grid_sample import homogeneous_grid, mirror_index, warp_reflect
+from gan.ops.upfirdn2d import setup_filter
+from gan.util import to_device
 
 __all__ = ["AugmentConfig", "AugmentPipe", "AugmentParams", "AugmentTransforms", "AdaController", "PIPES",
            "make_generator"]
@@ -317,6 +316,7 @@ class AugmentPipe(torch.nn.Module):
         # Separable 12-tap low-pass; a buffer so it follows .to(device), not saved.
         self.register_buffer("filter", setup_filter(list(SYM6)), persistent=False)
         self.delay = _filter_delay(SYM6)     # ~0.2 input pixels for sym6
+        self._constants: dict[tuple, torch.Tensor] = {}  # per-size grids and indices (_blit, warp_reflect)
 
     @classmethod
     def from_config(cls, cfg: AugmentConfig, impl: str = "auto") -> "AugmentPipe":
@@ -506,8 +506,14 @@ class AugmentPipe(torch.nn.Module):
         params = self.sample_params(global_batch, generator)
         return self.apply(images, params[batch_offset:batch_offset + n], p=p)
 
-    def apply(self, images: torch.Tensor, params: AugmentParams, p: float | None = None) -> torch.Tensor:
-        """Apply ``params`` (one row per image) at probability ``p`` to ``images [N, C, H, W]``."""
+    def apply(self, images: torch.Tensor, params: AugmentParams, p: float | None = None,
+              second_order: bool = True) -> torch.Tensor:
+        """Apply ``params`` (one row per image) at probability ``p`` to ``images [N, C, H, W]``.
+
+        ``second_order=False`` when nothing differentiates through this call's backward
+        (Gmain, Dmain): the warp then uses ``F.grid_sample`` (one kernel each way), which gives
+        the same values (:func:`gan.ops.grid_sample.grid_sample_reflect`); R1 keeps the default.
+        """
         p = self._p if p is None else float(p)
         assert isinstance(images, torch.Tensor) and images.ndim == 4, "AugmentPipe: images must be [N, C, H, W]"
         N, C, H, W = images.shape
@@ -516,82 +522,42 @@ class AugmentPipe(torch.nn.Module):
                              "slice the global batch's params to this rank's rows")
         if p == 0.0 or N == 0:
             return images
-        # Matrices and masks are built where the params live (the CPU for a CPU generator),
-        # so choosing which samples to touch costs no device sync.
+        # Matrices and masks are built where the params live (the host for a CPU generator), so
+        # choosing which samples to touch reads no device memory; the chosen indices and their
+        # matrices then reach the device in one pinned, non-blocking copy (gan.util.to_device).
         t = self.transforms(params, H, W, p=p)
-        dev = images.device
-        x = images
-        for mask, op, mats in ((t.blit, self._blit, t.geom_inv), (t.geom, self._resample, t.geom_inv),
+        groups = []
+        resample = functools.partial(self._resample, second_order=second_order)
+        for mask, op, mats in ((t.blit, self._blit, t.geom_inv), (t.geom, resample, t.geom_inv),
                                (t.color_on, self._recolor, t.color)):
-            idx = torch.nonzero(mask).flatten()
+            idx = torch.nonzero(mask).flatten()  # [k] on the host
             if idx.numel():
-                sel = idx.to(dev)
-                x = x.index_copy(0, sel, op(x.index_select(0, sel), mats[idx].to(dev)))
+                groups.append((op, idx, mats[idx]))
+        moved = to_device([u for _, idx, mats in groups for u in (idx, mats)], images.device)
+        x = images
+        for k, (op, _, _) in enumerate(groups):
+            sel = moved[2 * k]
+            x = x.index_copy(0, sel, op(x.index_select(0, sel), moved[2 * k + 1]))
         return x
 
-    @staticmethod
-    def _blit(x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    def _blit(self, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """Exact pixel copy for flips, 90-degree rotations and integer shifts (mirrored borders)."""
         n, C, H, W = x.shape
-        dev = x.device
-        ys = torch.arange(H, dtype=torch.float64, device=dev) - (H - 1) / 2
-        xs = torch.arange(W, dtype=torch.float64, device=dev) - (W - 1) / 2
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")                          # [H, W]
-        pos = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())])  # [3, H*W]
-        src = G @ pos                                                            # [n, 3, H*W]
+        key = ("blit", H, W, x.device)
+        if key not in self._constants:  # [3, H*W] pixel centres, built once per size
+            ys, xs = (torch.arange(k, dtype=torch.float64, device=x.device) - (k - 1) / 2 for k in (H, W))
+            self._constants[key] = homogeneous_grid(ys, xs)
+        src = G @ self._constants[key]                                           # [n, 3, H*W]
         sx = mirror_index(torch.round(src[:, 0] + (W - 1) / 2).long(), W)
         sy = mirror_index(torch.round(src[:, 1] + (H - 1) / 2).long(), H)
         flat = (sy * W + sx)[:, None, :].expand(n, C, H * W)                     # [n, C, H*W]
         return x.reshape(n, C, H * W).gather(2, flat).reshape(n, C, H, W)
 
-    def _resample(self, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        """Warp ``x [n, C, H, W]`` by ``G`` (output -> input pixels) without aliasing or black borders.
-
-        Appendix B of the paper: pad by mirroring, upsample 2x with the orthogonal
-        ``sym6`` low-pass, sample bilinearly (mirroring again beyond the padded area),
-        then low-pass and downsample 2x with the mirrored filter. An identity ``G``
-        gives back ``x`` up to float rounding.
-        """
-        n, C, H, W = x.shape
-        f = self.filter
-        L = f.shape[0]                       # 12 taps
-        M = L // 2 - 1                       # extra output samples per side for the downsampling filter
-        # Mirrored margin kept around the image: at least the 3 pixels the extra samples
-        # reach, and a quarter of the image so that typical shifts see a true mirror
-        # image; farther out the sampler folds the padded image back (still seamless).
-        ey, ex = max(M // 2 + 1, H // 4), max(M // 2 + 1, W // 4)
-        r = L // 4 + 1                       # reach of the upsampling filter, in input pixels
-        iy = mirror_index(torch.arange(-ey - r, H + ey + r, device=x.device), H)
-        ix = mirror_index(torch.arange(-ex - r, W + ex + r, device=x.device), W)
-        xp = x.index_select(2, iy).index_select(3, ix)                     # [n, C, H+2ey+2r, W+2ex+2r]
-        up = upsample2d(xp, f, up=2, impl=self.impl)                       # twice that
-        up = up[:, :, 2 * r:up.shape[2] - 2 * r, 2 * r:up.shape[3] - 2 * r]  # [n, C, 2H+4ey, 2W+4ex]
-
-        # Output samples at twice the resolution, with M extra on each side so that the
-        # downsampling filter below needs no padding: sample j sits at output pixel
-        # (j - M + 0.5) / 2 - 0.5. An identity warp samples the upsampled image exactly
-        # on its grid, and the orthogonal filter pair then reconstructs the input.
-        #
-        # sym6 is not symmetric: its taps' centroid lies ``delay`` input pixels off the middle,
-        # so the upsampled image is shifted by ``delay`` and the downsampling shifts back by as
-        # much. That cancels for shifts but not for rotations and scalings, which must
-        # therefore turn about the image centre as seen in the upsampled frame.
-        cy, cx = (H - 1) / 2 + self.delay, (W - 1) / 2 + self.delay
-        oy = (torch.arange(2 * H + 2 * M, dtype=torch.float64, device=x.device) - M + 0.5) / 2 - 0.5 - cy
-        ox = (torch.arange(2 * W + 2 * M, dtype=torch.float64, device=x.device) - M + 0.5) / 2 - 0.5 - cx
-        yy, xx = torch.meshgrid(oy, ox, indexing="ij")                     # [Ho, Wo]
-        pos = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())])  # [3, Ho*Wo]
-        src = G @ pos                                                      # [n, 3, Ho*Wo] centered input pixels
-        # The upsampled image spans input pixels [-ex - 0.5, W + ex - 0.5]; with
-        # align_corners=False its edges are -1 and 1. Beyond them the sampler mirrors.
-        # The grid stays float64 so that positions are exact whatever the image dtype.
-        gx = (2 * (src[:, 0] + cx + ex) + 1) / (W + 2 * ex) - 1
-        gy = (2 * (src[:, 1] + cy + ey) + 1) / (H + 2 * ey) - 1
-        grid = torch.stack([gx, gy], dim=-1).reshape(n, yy.shape[0], yy.shape[1], 2)  # [n, Ho, Wo, 2]
-        warped = grid_sample_reflect(up, grid)                             # [n, C, 2H+2M, 2W+2M]
-        out = upfirdn2d(warped, f, down=2, flip_filter=True, impl=self.impl)  # [n, C, H, W]
-        assert out.shape == x.shape, (out.shape, x.shape)
-        return out
+    def _resample(self, x: torch.Tensor, G: torch.Tensor, second_order: bool = True) -> torch.Tensor:
+        """Warp ``x [n, C, H, W]`` by ``G`` (output -> input pixels) without aliasing or black borders
+        (appendix B: :func:`gan.ops.grid_sample.warp_reflect`)."""
+        return warp_reflect(x, G, self.filter, self.delay, impl=self.impl, second_order=second_order,
+                            cache=self._constants)
 
     @staticmethod
     def _recolor(x: torch.Tensor, Cm: torch.Tensor) -> torch.Tensor:
@@ -622,32 +588,46 @@ class AdaController:
         ada.accumulate(d_real_logits)         # in the Dmain phase, this rank's logits
         ada.step(batch, all_reduce=fn)        # at the end of the step; may move ada.p
 
-    The sign statistics are a ``[sum, count]`` float64 tensor on the logits' device (no
-    host sync until an adjustment), so a data-parallel trainer passes
-    ``all_reduce=lambda t: torch.distributed.all_reduce(t)`` and every rank gets the
-    same p. Sums of signs and counts are integers, exact in float64, so a resume from
-    :meth:`state_dict` continues bit-identically. In ``fixed`` and ``none`` mode p does
-    not move, but ``r_t`` is still measured for logging (``last_rt``).
+    No host-device sync per step: the sum of signs is a float64 scalar on the logits' device,
+    the count a host float. In ``ada`` mode p (a host float: it decides on the host whether
+    and how much to augment) needs the sum read once per ``interval`` steps, as the published
+    loop reads its ADA statistics once per ``ada_interval``. In ``fixed`` and ``none`` mode p
+    does not move and the step reads nothing; ``r_t`` is still measured and read only when
+    :attr:`last_rt` is asked for (the trainer logs it at ticks). Under torchrun pass
+    ``all_reduce=`` (an in-place sum) and every rank gets the same p. Sums of signs and counts
+    are integers, exact in float64, so a resume from :meth:`state_dict` is bit-identical.
     """
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
         self.p = float(cfg.p) if cfg.mode != "none" else 0.0
         self.steps = 0                     # training steps seen (adjustment every cfg.interval)
-        self.last_rt = float("nan")        # r_t of the last completed interval, for logging
-        self._stats = torch.zeros(2, dtype=torch.float64)  # [sum of signs, count]
+        self._last_rt = float("nan")       # r_t of the last completed interval, for logging
+        self._rt_stats: torch.Tensor | None = None  # its [sum, count] on the device, not read yet
+        self._sum = torch.zeros([], dtype=torch.float64)  # sum of signs, where the logits are
+        self._count = 0.0                  # how many logits, on the host
 
     @property
     def step_size(self) -> float:
         """Unsigned change of p per adjustment for a batch of one image; times the batch size."""
         return self.cfg.interval / (self.cfg.kimg * 1000)
 
+    @property
+    def last_rt(self) -> float:
+        """``r_t`` of the last completed interval (NaN before one); reads the device here, lazily."""
+        if self._rt_stats is not None:
+            total, count = self._rt_stats.tolist()
+            self._rt_stats = None
+            if count > 0:
+                self._last_rt = total / count
+        return self._last_rt
+
     def accumulate(self, real_logits: torch.Tensor) -> None:
         """Add ``sign(D(real))`` of one batch of real logits (any shape) to the statistics."""
-        signs = real_logits.detach().sign().to(torch.float64)
-        if self._stats.device != signs.device:
-            self._stats = self._stats.to(signs.device)
-        self._stats += torch.stack([signs.sum(), signs.new_tensor(float(signs.numel()))])
+        if self._sum.device != real_logits.device:
+            self._sum = to_device(self._sum, real_logits.device)
+        self._sum += real_logits.detach().sign().sum(dtype=torch.float64)
+        self._count += real_logits.numel()
 
     def step(self, batch_size: int, all_reduce: Callable[[torch.Tensor], None] | None = None) -> bool:
         """Count one training step; every ``interval`` steps update p. True when p was adjusted.
@@ -658,24 +638,29 @@ class AdaController:
         self.steps += 1
         if self.steps % self.cfg.interval != 0:
             return False
-        stats = self._stats.clone()
+        if all_reduce is None and self._count <= 0:
+            return False  # nothing measured yet: keep waiting, keep p
+        stats = torch.stack([self._sum, self._sum.new_full([], self._count)])  # [sum, count]; a fill, no copy
         if all_reduce is not None:
             all_reduce(stats)
-        total, count = stats.tolist()
+        ada = self.cfg.mode == "ada"
+        total, count = stats.tolist() if ada else (None, 1.0)  # ada: the one host read per interval
         if count <= 0:
-            return False  # nothing measured yet: keep waiting, keep p
-        self._stats.zero_()
-        self.last_rt = total / count
-        if self.cfg.mode != "ada":
             return False
-        direction = (self.last_rt > self.cfg.target) - (self.last_rt < self.cfg.target)  # sign()
+        self._sum.zero_()
+        self._count = 0.0
+        if not ada:  # r_t stays on the device for last_rt; under torchrun no rank may have measured
+            keep = all_reduce is not None and self._rt_stats is not None
+            self._rt_stats = torch.where(stats[1] > 0, stats, self._rt_stats) if keep else stats
+            return False
+        self._rt_stats, self._last_rt = None, total / count
+        direction = (self._last_rt > self.cfg.target) - (self._last_rt < self.cfg.target)  # sign()
         self.p = min(1.0, max(0.0, self.p + direction * batch_size * self.step_size))
         return True
 
     def state_dict(self) -> dict:
         """Plain data for the checkpoint (``augment_p`` and ``ada_stats``)."""
-        total, count = self._stats.tolist()
-        return {"p": self.p, "steps": self.steps, "signs_sum": total, "signs_count": count,
+        return {"p": self.p, "steps": self.steps, "signs_sum": float(self._sum), "signs_count": self._count,
                 "last_rt": self.last_rt}
 
     def load_state_dict(self, state: dict) -> None:
@@ -687,7 +672,6 @@ class AdaController:
             raise ValueError(f"AdaController.load_state_dict: p={p} is not a probability")
         self.p = p if self.cfg.mode == "ada" else self.p
         self.steps = int(state["steps"])
-        self.last_rt = float(state.get("last_rt", float("nan")))
-        self._stats = torch.tensor([float(state["signs_sum"]), float(state["signs_count"])],
-                                   dtype=torch.float64, device=self._stats.device)
-
+        self._last_rt, self._rt_stats = float(state.get("last_rt", float("nan"))), None
+        self._sum = to_device(torch.tensor(float(state["signs_sum"]), dtype=torch.float64), self._sum.device)
+        self._count = float(state["signs_count"])

@@ -24,12 +24,18 @@ Randomness. A step's draws do not come from a global RNG that would have to be s
 and restored: :class:`StepRandom` derives a fresh ``torch.Generator`` for every
 ``(seed, cur_nimg, phase, stream)``, draws the values of the whole *global* batch on
 the CPU (so CPU and GPU runs draw the same numbers) and hands each rank its rows.
-z, labels, mixing cutoffs and latents, augmentation parameters and path-length noise
-are all drawn that way, so a resumed run, or the same run on another number of
-ranks, sees the same numbers. The per-pixel noise inputs of the synthesis network come
-from :meth:`StepRandom.noise` (passed as the network's ``noise_source``): drawn for the
-global batch from ``(seed, cur_nimg, phase, layer)`` on the training device (full-size
-noise is too large to copy from the host every step) and sliced per rank.
+z, labels, mixing cutoffs and latents, and augmentation parameters are all drawn that
+way, so a resumed run, or the same run on another number of ranks, sees the same
+numbers. The large draws, the per-pixel noise inputs of the synthesis network
+(:meth:`StepRandom.noise`, passed as the network's ``noise_source``) and the path-length
+noise, are drawn for the global batch from ``(seed, cur_nimg, phase, stream)`` on the
+training device (copying them from the host every step would cost more than drawing
+them) and sliced per rank.
+
+No host-device sync. A step only queues work on the GPU: the small host draws reach it
+through :func:`gan.util.to_device` (pinned memory, one non-blocking copy), rows are picked
+by slicing where they are a range, and the only host reads of random numbers are of CPU
+tensors (the style-mixing gate and cutoff), never of device tensors.
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ import torch.nn.functional as F
 
 from gan import monitor
 from gan.augment import AdaController, AugmentParams, AugmentPipe
-from gan.util import derive_seed
+from gan.util import derive_seed, to_device
 
-__all__ = ["LossConfig", "StepRandom", "StyleGAN2Loss", "lazy_adam", "nan_to_num_grads", "PHASES"]
+__all__ = ["LossConfig", "StepRandom", "StyleGAN2Loss", "lazy_adam", "load_optimizer_state", "nan_to_num_grads",
+           "PHASES"]
 
 Phase = Literal["Gmain", "Greg", "Dmain", "Dreg"]
 PHASES: tuple[Phase, ...] = ("Gmain", "Greg", "Dmain", "Dreg")
@@ -88,19 +95,77 @@ def lazy_adam(params, lr: float, betas: tuple[float, float], eps: float, reg_int
     StyleGAN2 appendix B: with a regularization step every k main steps, the optimizer
     takes k + 1 steps where k were planned. Betas are passed as a tuple of floats
     (torch 2.14 rejects a list).
+
+    Implementation (:func:`adam_impl`): on CUDA the fused kernel (every parameter and moment in
+    one launch, its step counters on the device: no host read either). On the CPU ``foreach``,
+    which gives the per-tensor loop's numbers bit for bit at a fraction of its Python overhead.
+    Not fused there: fused CPU Adam is faster still (about 7x ``foreach`` on 27 M parameters, 2
+    threads) but rounds differently, and on the demo network it made a two-process run and its
+    one-process twin drift apart ~30x faster (``tests/gan/test_distributed.py``'s resume check).
     """
+    params = list(params)
     r = 1.0 if not reg_interval else reg_interval / (reg_interval + 1)
-    return torch.optim.Adam(params, lr=lr * r, betas=(float(betas[0] ** r), float(betas[1] ** r)), eps=eps)
+    return torch.optim.Adam(params, lr=lr * r, betas=(float(betas[0] ** r), float(betas[1] ** r)), eps=eps,
+                            **adam_impl({p.device.type for p in params}))
+
+
+def adam_impl(device_types: set[str]) -> dict[str, bool]:
+    """The ``torch.optim.Adam`` flags :func:`lazy_adam` takes for parameters on these device types."""
+    if device_types == {"cuda"}:
+        return {"fused": True}
+    if device_types == {"cpu"}:
+        return {"foreach": True}
+    return {}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own implementation (fused or not).
+
+    ``load_state_dict`` takes every group setting from the checkpoint, ``fused`` and
+    ``foreach`` included: a checkpoint written before the optimizers were fused would
+    quietly turn them back into the slow path (and a fused one would force fusing where it
+    is not supported). Hyperparameters and moments come from ``state``; the step counters
+    are moved where this implementation keeps them (the parameters' device, float32, when fused).
+    """
+    impl = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, own in zip(opt.param_groups, impl):
+        group.update(own)
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if torch.is_tensor(st.get("step")):
+                on_device = own["fused"] or own["capturable"]
+                st["step"] = st["step"].to(dtype=torch.float32, device=p.device if on_device else "cpu")
 
 
 @torch.no_grad()
-def nan_to_num_grads(module: torch.nn.Module) -> None:
+def nan_to_num_grads(params, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
     """In place: NaN gradients -> 0, +-inf -> +-1e5 (as the published training loop does),
     so one bad sample cannot poison Adam's moments; the trainer still stops on a
-    non-finite *loss* at the next tick."""
-    for p in module.parameters():
-        if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+    non-finite *loss* at the next tick. ``params``: a module or its parameters (those
+    without a gradient are left alone).
+
+    On a GPU, over one flat buffer: one ``cat``, one ``nan_to_num``, one ``_foreach_copy_`` back,
+    where a loop would launch a kernel per parameter. ``all_reduce`` (under torchrun,
+    :func:`gan.distributed.all_reduce_`) sums the flat buffer over ranks first, so the
+    gradients are flattened once for both (as :func:`gan.distributed.all_reduce_grads` does).
+    On the CPU without ``all_reduce`` a loop in place: no launches to save there, and the flat
+    buffer would cost two more passes over every gradient.
+    """
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if all_reduce is None and all(g.device.type == "cpu" for g in grads):
+        for g in grads:
+            torch.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5, out=g)
+        return
+    flat = torch.cat([g.flatten() for g in grads])  # [sum of numels]
+    if all_reduce is not None:
+        all_reduce(flat)
+    torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+    torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])
 
 
 # ----------------------------------------------------------------------------
@@ -110,8 +175,11 @@ def nan_to_num_grads(module: torch.nn.Module) -> None:
 class StepRandom:
     """Random draws of one training step as pure functions of ``(seed, cur_nimg, phase, stream)``.
 
-    Every method draws for the *global* batch on the CPU and returns this rank's rows on
-    ``device``: ``[rank * n, (rank + 1) * n)`` with ``n = global_batch // world_size``,
+    Every method draws for the *global* batch and returns this rank's rows: :meth:`randn` and
+    :meth:`randint` draw on the CPU and return the rows on ``device`` (one pinned, non-blocking
+    copy), :meth:`augment_params` keeps them on the host (the pipe decides there), and
+    :meth:`randn_device` / :meth:`noise` draw on ``device``. The rows are
+    ``[rank * n, (rank + 1) * n)`` with ``n = global_batch // world_size``,
     or, when ``rows`` is given, exactly those rows of the global batch, in that order (the
     trainer's :func:`gan.distributed.shard_batch` layout, which keeps minibatch-std
     groups whole and allows uneven splits). ``global_batch`` (needed with ``rows``) is
@@ -124,14 +192,37 @@ class StepRandom:
         self.seed, self.cur_nimg, self.phase = int(seed), int(cur_nimg), phase
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
-        self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.int64)  # [n]
+        self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.int64)  # [n] on the host
+        # Which rows of a global draw are this rank's: a slice when they are one ascending run
+        # (the usual case: a view, no gather kernel), else the index ``rows``.
+        self._sel: slice | torch.Tensor | None = None
         if self.rows is not None:
             if global_batch is None:
                 raise ValueError("StepRandom: rows=... needs global_batch (the batch the rows index into)")
             if self.rows.numel() and not (0 <= int(self.rows.min()) and int(self.rows.max()) < global_batch):
                 raise ValueError(f"StepRandom: rows must lie in [0, {global_batch})")
+            first = int(self.rows[0]) if self.rows.numel() else 0
+            if torch.equal(self.rows, torch.arange(first, first + self.rows.numel())):
+                self._sel = slice(first, first + self.rows.numel())
         self.global_batch = global_batch
         self._rows_dev: Optional[torch.Tensor] = None
+
+    def num_rows(self, global_batch: int) -> int:
+        """How many rows of a ``global_batch`` draw this rank gets."""
+        return self.rows.numel() if self.rows is not None else global_batch // self.world_size
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global draw ``x`` (on any device; a view when they are a range)."""
+        if self.rows is None:
+            n = x.shape[0] // self.world_size
+            return x[self.rank * n:(self.rank + 1) * n]
+        if self._sel is not None:
+            return x[self._sel]
+        if x.device.type == "cpu":
+            return x[self.rows]
+        if self._rows_dev is None:  # once per step and phase, not per layer; no sync
+            self._rows_dev = to_device(self.rows, x.device)
+        return x[self._rows_dev]
 
     def stream_seed(self, stream: str, rank: Optional[int] = None) -> int:
         """A 63-bit seed from a hash of (seed, cur_nimg, phase, stream[, rank]); stable across
@@ -145,10 +236,8 @@ class StepRandom:
         return g
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rows is not None:
-            return x[self.rows].to(self.device)
-        n = x.shape[0] // self.world_size
-        return x[self.rank * n:(self.rank + 1) * n].to(self.device)
+        """This rank's rows of a host draw ``x``, on ``device`` (pinned, non-blocking: no sync)."""
+        return to_device(self._select(x), self.device)
 
     def randn(self, stream: str, global_shape: list[int]) -> torch.Tensor:
         """N(0, 1) drawn for ``global_shape``; this rank's rows of it (``global_shape[0] // world_size``
@@ -164,32 +253,38 @@ class StepRandom:
         return float(torch.rand([], generator=self.generator(stream)))
 
     def augment_params(self, stream: str, global_batch: int) -> AugmentParams:
-        """This rank's rows of :meth:`gan.augment.AugmentPipe.sample_params` for the global batch."""
+        """This rank's rows of :meth:`gan.augment.AugmentPipe.sample_params` for the global batch,
+        kept on the host (the pipe builds its matrices there and sends them in one copy)."""
         params = AugmentPipe.sample_params(global_batch, self.generator(stream))
-        if self.rows is not None:
-            return type(params)(params.uniform[self.rows], params.normal[self.rows])
-        n = global_batch // self.world_size
-        return params[self.rank * n:(self.rank + 1) * n]
+        return AugmentParams(self._select(params.uniform), self._select(params.normal))
+
+    def randn_device(self, stream: str, global_shape: list[int]) -> torch.Tensor:
+        """N(0, 1) drawn for ``global_shape`` *on* ``device``, then this rank's rows of it.
+
+        For large draws (noise inputs, path-length noise) that would cost a host-to-device
+        copy of their full size every step. The generator lives on ``device``, seeded from
+        (seed, cur_nimg, phase, stream), so no sync either; the numbers depend on the device
+        type (on the CPU they are :meth:`randn`'s), never on the world size or saved RNG state.
+        """
+        g = _device_generator(self.device, self.stream_seed(stream))
+        return self._select(torch.randn(global_shape, generator=g, device=self.device))
 
     def noise(self, key: str, n: int, resolution: int) -> torch.Tensor:
         """Noise inputs of one synthesis layer (a :data:`gan.layers.NoiseSource`): N(0, 1)
-        ``[n, 1, R, R]``, this rank's rows of a draw for the global batch (``global_batch``
-        rows when ``rows`` is given, else ``n * world_size``).
-
-        Drawn on ``device`` with a generator seeded from (seed, cur_nimg, phase, key), so no
-        host-to-device copy of full-resolution noise slows a GPU step; the numbers then depend
-        on the device type (CPU or CUDA), never on the world size or on saved RNG state.
-        """
-        g = torch.Generator(device=self.device)
-        g.manual_seed(self.stream_seed(key))
+        ``[n, 1, R, R]``, this rank's rows of a :meth:`randn_device` draw for the global
+        batch (``global_batch`` rows when ``rows`` is given, else ``n * world_size``)."""
         if self.rows is not None:
             assert n == self.rows.numel(), (n, self.rows.numel())
-            full = torch.randn([self.global_batch, 1, resolution, resolution], generator=g, device=self.device)
-            if self._rows_dev is None:
-                self._rows_dev = self.rows.to(self.device)  # once per step and phase, not per layer
-            return full[self._rows_dev]  # [n, 1, R, R]
-        full = torch.randn([n * self.world_size, 1, resolution, resolution], generator=g, device=self.device)
-        return full[self.rank * n:(self.rank + 1) * n]
+            return self.randn_device(key, [self.global_batch, 1, resolution, resolution])  # [n, 1, R, R]
+        return self.randn_device(key, [n * self.world_size, 1, resolution, resolution])
+
+
+def _device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``: seeding a CUDA generator sets its
+    Philox seed and offset on the host, so it queues no copy and waits for nothing."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
 
 
 # ----------------------------------------------------------------------------
@@ -252,7 +347,7 @@ class StyleGAN2Loss:
         ws = G.mapping(z, c, update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
         if update_w_avg and self.collect_w:  # ws[:, 0] is what w_avg tracks
             w0 = ws[:, 0].detach().to(torch.float64)  # [n, w_dim]
-            moments = torch.cat([w0.sum(0), w0.new_tensor([float(w0.shape[0])])])  # [w_dim + 1]
+            moments = torch.cat([w0.sum(0), w0.new_full([1], float(w0.shape[0]))])  # [w_dim + 1]; a fill, no copy
             self._w_sum = moments if self._w_sum is None else self._w_sum + moments
         if self.cfg.style_mixing_prob > 0 and rnd.uniform_scalar("mix_gate") < self.cfg.style_mixing_prob:
             num_ws = ws.shape[1]
@@ -264,19 +359,26 @@ class StyleGAN2Loss:
         return img, ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor, rnd: StepRandom, stream: str,
-              global_batch: int) -> torch.Tensor:
+              global_batch: int, second_order: bool = True) -> torch.Tensor:
         """``img`` ``[n, C, R, R]`` -> logits ``[n, 1]``, through the augment pipe when
-        :attr:`augment_p` ``> 0`` (passed to the pipe, which keeps no p of its own here)."""
+        :attr:`augment_p` ``> 0`` (passed to the pipe, which keeps no p of its own here).
+        ``second_order=False``: nothing differentiates through the pipe's backward (Gmain,
+        Dmain), so the pipe may warp with ``F.grid_sample``; R1 (Dreg) keeps the default."""
         p = self.augment_p
         if p > 0:
-            img = self.augment_pipe.apply(img, rnd.augment_params(stream, global_batch), p=p)
+            img = self.augment_pipe.apply(img, rnd.augment_params(stream, global_batch), p=p,
+                                          second_order=second_order)
         return self.D(img, c)
 
     # -- the phases
     def gen_labels(self, label_table: torch.Tensor, rnd: StepRandom, global_batch: int) -> torch.Tensor:
         """Labels to generate: rows of ``label_table`` ``[num_images, c_dim]`` drawn uniformly,
-        so classes are generated as often as they occur in the data (as published)."""
-        idx = rnd.randint("c", label_table.shape[0], global_batch)  # [n]
+        so classes are generated as often as they occur in the data (as published). An
+        unconditional table (``c_dim = 0``) draws nothing: every stream is seeded on its own,
+        so skipping this one changes no other draw."""
+        if label_table.shape[1] == 0:
+            return label_table.new_zeros([rnd.num_rows(global_batch), 0])  # [n, 0]
+        idx = rnd.randint("c", label_table.shape[0], global_batch)  # [n] on rnd.device
         return label_table[idx.to(label_table.device)]  # [n, c_dim]
 
     def path_lengths(self, label_table: torch.Tensor, rnd: StepRandom, global_batch: int,
@@ -293,7 +395,7 @@ class StyleGAN2Loss:
         gen_c = self.gen_labels(label_table, rnd, gb)  # [m, c_dim]
         z = rnd.randn("z", [gb, self.G.z_dim])  # [m, z_dim]
         img, ws = self.run_G(z, gen_c, rnd, gb, update_w_avg=update_w_avg)  # [m, C, R, R], [m, num_ws, w_dim]
-        pl_noise = rnd.randn("pl_noise", [gb, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
+        pl_noise = rnd.randn_device("pl_noise", [gb, *img.shape[1:]]) / math.sqrt(img.shape[2] * img.shape[3])
         (pl_grads,) = torch.autograd.grad(outputs=[(img * pl_noise).sum()], inputs=[ws], create_graph=create_graph)
         return img, ws, pl_grads.square().sum(2).mean(1).sqrt()  # [m]  |J_w^T y|, averaged over the ws
 
@@ -357,7 +459,7 @@ class StyleGAN2Loss:
             gen_c = self.gen_labels(label_table, rnd, global_batch)  # [n, c_dim]
             z = rnd.randn("z", [global_batch, z_dim])  # [n, z_dim]
             img, _ = self.run_G(z, gen_c, rnd, global_batch)
-            logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch)  # [n, 1]
+            logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch, second_order=False)  # [n, 1]
             loss = F.softplus(-logits)  # [n, 1]  -log sigmoid(D(G(z)))
             monitor.report("Loss/scores/fake", logits)
             monitor.report("Loss/signs/fake", logits.sign())
@@ -381,10 +483,11 @@ class StyleGAN2Loss:
             z = rnd.randn("z", [global_batch, z_dim])
             with torch.no_grad():
                 img, _ = self.run_G(z, gen_c, rnd, global_batch)
-            gen_logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch)  # [n, 1]
+            gen_logits = self.run_D(img, gen_c, rnd, "aug_gen", global_batch, second_order=False)  # [n, 1]
             loss_gen = F.softplus(gen_logits)  # -log(1 - sigmoid(D(G(z))))
             loss_gen.mean().mul(gain * weight).backward()
-            real_logits = self.run_D(real_img.detach(), real_c, rnd, "aug_real", global_batch)  # [n, 1]
+            real_logits = self.run_D(real_img.detach(), real_c, rnd, "aug_real", global_batch,
+                                     second_order=False)  # [n, 1]
             loss_real = F.softplus(-real_logits)  # -log sigmoid(D(x))
             loss_real.mean().mul(gain * weight).backward()
             monitor.report("Loss/scores/fake", gen_logits)
@@ -397,7 +500,7 @@ class StyleGAN2Loss:
 
         elif phase == "Dreg":
             real = real_img.detach().requires_grad_(True)
-            logits = self.run_D(real, real_c, rnd, "aug_real", global_batch)  # [n, 1]
+            logits = self.run_D(real, real_c, rnd, "aug_real", global_batch)  # [n, 1]; R1 needs second order
             (r1_grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
             penalty = r1_grads.square().sum([1, 2, 3])  # [n]  |grad_x D(x)|^2
             loss = penalty * (cfg.r1_gamma / 2)

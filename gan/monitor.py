@@ -39,6 +39,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from gan.util import to_device
+
 __all__ = ["Monitor", "report", "setup_logging", "close_logging", "LOGGER_NAME", "peak_rss_mb", "format_time"]
 
 LOGGER_NAME = "gan"
@@ -110,7 +112,9 @@ class Monitor:
     def __init__(self, run_dir: Optional[str | Path] = None, rank: int = 0, tensorboard: bool = True):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rank = rank
-        self._acc: dict[str, torch.Tensor] = {}  # name -> float64 [3]: count, sum, sum of squares
+        self._pending: dict[str, list[torch.Tensor]] = {}  # name -> float64 values not summed yet
+        self._acc: dict[str, torch.Tensor] = {}  # name -> float64 [2]: sum, sum of squares (where they live)
+        self._count: dict[str, float] = {}       # name -> how many elements, on the host
         self._writer = None
         self._jsonl = None
         if self.run_dir is not None and rank == 0:
@@ -139,21 +143,47 @@ class Monitor:
             self._jsonl = None
 
     # -- accumulation
-    def report(self, name: str, value: Any) -> None:
-        """Accumulate count, sum and sum of squares of ``value``'s elements (no host sync).
+    #: Pending values of one name folded into its moments once this many have been reported
+    #: (bounds the memory a long tick holds; the fold costs a handful of kernels per so many reports).
+    FOLD_EVERY = 64
 
-        Python numbers are taken in float64, so a reported float is written exactly as given.
+    def report(self, name: str, value: Any) -> None:
+        """Add ``value``'s elements under ``name`` (no host sync, one kernel for a tensor).
+
+        The value is kept as a detached float64 copy (a copy: a tensor the caller updates in
+        place later, like ``pl_mean``, must not change what was reported) and its element
+        count on the host; sums are formed when the name is folded (every
+        :data:`FOLD_EVERY` reports, and at :meth:`reduce` / :meth:`flush`). Python numbers are
+        taken in float64, so a reported float is written exactly as given.
         """
-        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
-        t = t.flatten().to(torch.float64)
+        if isinstance(value, torch.Tensor):
+            t = value.detach().flatten().to(torch.float64, copy=True)
+        else:
+            t = torch.as_tensor(value, dtype=torch.float64).flatten()
         if t.numel() == 0:
             return
-        moments = torch.stack([t.new_tensor(float(t.numel())), t.sum(), t.square().sum()])
+        pending = self._pending.setdefault(name, [])
+        pending.append(t)
+        self._count[name] = self._count.get(name, 0.0) + t.numel()
+        if len(pending) >= self.FOLD_EVERY:
+            self._fold(name)
+
+    def _fold(self, name: str) -> None:
+        """Pending values of ``name`` -> its float64 ``[sum, sum of squares]`` (on their device)."""
+        pending = self._pending.pop(name, [])
+        if not pending:
+            return
         acc = self._acc.get(name)
-        if acc is None or acc.device != moments.device:
-            self._acc[name] = moments if acc is None else acc.to(moments.device) + moments
-        else:
-            acc += moments
+        dev = acc.device if acc is not None else pending[-1].device
+        x = torch.cat([to_device(v, dev) if v.device != dev else v for v in pending])  # [elements]
+        moments = torch.stack([x.sum(), x.square().sum()])
+        self._acc[name] = moments if acc is None else acc + moments
+
+    def _moments(self) -> dict[str, torch.Tensor]:
+        """Everything reported since the last flush: ``{name: float64 [count, sum, sum of squares]}``."""
+        for name in list(self._pending):
+            self._fold(name)
+        return {name: torch.cat([acc.new_full([1], self._count[name]), acc]) for name, acc in self._acc.items()}
 
     def reduce(self, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> None:
         """Replace what was reported since the last flush by ``fn(moments)``.
@@ -162,22 +192,31 @@ class Monitor:
         trainer passes :func:`gan.distributed.reduce_stats` before :meth:`flush`, so the
         statistics cover the global batch, not rank 0's share.
         """
-        self._acc = dict(fn(self._acc))
+        reduced = dict(fn(self._moments()))
+        counts = torch.stack([m[0].cpu() for m in reduced.values()]).tolist() if reduced else []  # at ticks only
+        self._acc = {name: m[1:] for name, m in reduced.items()}
+        self._count = dict(zip(reduced, counts))
 
     def flush(self, step: int, walltime: Optional[float] = None) -> dict[str, dict[str, float]]:
         """Reduce what was reported since the last flush, write it, and start afresh.
 
         ``step`` is the TensorBoard step (the trainer passes ``cur_nimg``). Returns
         ``{name: {"num", "mean", "std"}}``; non-finite means are kept as NaN/inf (the
-        trainer's guard looks at them), and written to JSON as ``null``.
+        trainer's guard looks at them), and written to JSON as ``null``. One host read per
+        device the values live on, at the tick.
         """
+        moments = self._moments()
+        self._acc, self._count = {}, {}
+        values: dict[str, list[float]] = {}
+        for dev in {m.device for m in moments.values()}:
+            names = [k for k, m in moments.items() if m.device == dev]
+            values.update(zip(names, torch.stack([moments[k] for k in names]).tolist()))
         stats: dict[str, dict[str, float]] = {}
-        for name, acc in sorted(self._acc.items()):
-            n, s, sq = acc.tolist()  # one host sync per name per tick
+        for name in sorted(values):
+            n, s, sq = values[name]
             mean = s / n
             var = max(sq / n - mean * mean, 0.0) if math.isfinite(mean) else float("nan")
             stats[name] = {"num": n, "mean": mean, "std": math.sqrt(var) if math.isfinite(var) else float("nan")}
-        self._acc.clear()
         walltime = time.time() if walltime is None else walltime
         if self._jsonl is not None:
             line = {k: {kk: (vv if math.isfinite(vv) else None) for kk, vv in v.items()} for k, v in stats.items()}

@@ -63,7 +63,7 @@ from gan.checkpoint import checkpoint_name, load_resume_state, prune_checkpoints
 from gan.config import from_dict, save_config, to_dict
 from gan.dataset import ImageDataset, InfiniteSampler
 from gan.images import images_to_uint8, make_grid, save_png
-from gan.loss import StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
+from gan.loss import StepRandom, StyleGAN2Loss, lazy_adam, load_optimizer_state, nan_to_num_grads
 from gan.metrics import TrainingMetrics
 from gan.networks import NetworkConfig, build_discriminator, build_generator
 from gan.run_config import RunConfig, TrainConfig, batch_plans
@@ -207,8 +207,8 @@ def restore(run: Run, state: dict, device: torch.device, rank0: bool) -> None:
     run.G.load_state_dict(state["G"])
     run.D.load_state_dict(state["D"])
     run.G_ema.load_state_dict(state["G_ema"])
-    run.G_opt.load_state_dict(state["G_opt"])
-    run.D_opt.load_state_dict(state["D_opt"])
+    load_optimizer_state(run.G_opt, state["G_opt"])  # keeps the fused implementation
+    load_optimizer_state(run.D_opt, state["D_opt"])
     # ADA's sign statistics are saved reduced over ranks: rank 0 resumes with them.
     run.ada.load_state_dict(state["ada_stats"] if rank0 else {**state["ada_stats"], "signs_sum": 0.0,
                                                                    "signs_count": 0.0})
@@ -243,10 +243,10 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, t: TrainConfig, cur_n
     if t.ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * t.ema_rampup)
     beta = 0.5 ** (t.batch / max(ema_nimg, 1e-8))
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+    params_ema, params = list(G_ema.parameters()), list(G.parameters())
+    # p.lerp(p_ema, beta) as one multi-tensor kernel (values bit-identical to a per-tensor loop).
+    torch._foreach_copy_(params_ema, torch._foreach_lerp(params, params_ema, beta))
+    torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -610,7 +610,7 @@ def _global_pl_mean(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, label
     that measures the lengths without a graph."""
     if max(plan.rounds_per_rank) == 1:
         def pl_batch_mean(lengths: torch.Tensor) -> torch.Tensor:  # [m] -> mean over the global batch
-            n = lengths.new_tensor(float(lengths.numel()), dtype=torch.float64)
+            n = lengths.new_full([], float(lengths.numel()), dtype=torch.float64)  # a fill: no copy, no sync
             moments = torch.stack([lengths.sum().double(), n])
             dist.all_reduce_(moments)
             return (moments[0] / moments[1]).to(lengths.dtype)
@@ -619,7 +619,7 @@ def _global_pl_mean(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, label
     for rows in plan.rounds:
         rnd = StepRandom(seed, cur_nimg, ph.name, device=device, rows=rows, global_batch=plan.global_batch)
         _, _, lengths = loss.path_lengths(label_table, rnd, batch, create_graph=False, update_w_avg=False)
-        moments += torch.stack([lengths.detach().sum().double(), moments.new_tensor(float(len(rows)))])
+        moments += torch.stack([lengths.detach().sum().double(), moments.new_full([], float(len(rows)))])
     dist.all_reduce_(moments)
     mean = (moments[0] / moments[1]).float()
     return lambda lengths: mean
@@ -669,9 +669,7 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
         first_bad.copy_(torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, cur_nimg), first_bad))
     for p in ph.params:
         p.requires_grad_(False)
-    if world > 1:
-        dist.all_reduce_grads(ph.module.parameters())
-    nan_to_num_grads(ph.module)
+    nan_to_num_grads(ph.module, all_reduce=dist.all_reduce_ if world > 1 else None)  # one flat buffer for both
     ph.opt.step()
 
     if w_sync:
@@ -679,9 +677,9 @@ def _run_phase(ph: _Phase, loss: StyleGAN2Loss, plan: dist.BatchPlan, real_img: 
         if moments is None:
             moments = torch.zeros([w_avg.numel() + 1], dtype=torch.float64, device=device)
         moments = dist.all_reduce_(moments)  # [w_dim + 1]: sum of w, count
-        if moments[-1] > 0:
-            with torch.no_grad():
-                w_avg.copy_((moments[:-1] / moments[-1]).to(w_avg.dtype).lerp(w0, mapping.w_avg_beta))
+        with torch.no_grad():  # no latents anywhere (count 0): keep w_avg; decided on the device, no sync
+            new = (moments[:-1] / moments[-1]).to(w_avg.dtype).lerp(w0, mapping.w_avg_beta)
+            w_avg.copy_(torch.where(moments[-1] > 0, new, w_avg))
 
 
 def _class_names(dataset, cfg: RunConfig) -> Optional[list[str]]:

@@ -1,6 +1,6 @@
 """Small helpers shared by every stage: user-facing errors (``UserError``, ``MissingWeights``),
 atomic writes, the one cache root ``cache_root`` (both packages' caches live below it), the one
-seed mixer ``derive_seed``, PATH for ninja."""
+seed mixer ``derive_seed``, PATH for ninja, and ``to_device`` (host tensors to the GPU without a sync)."""
 
 from __future__ import annotations
 
@@ -180,3 +180,57 @@ def derive_seed(*keys: int | str, bits: int | None = None) -> int:
 
     state = np.random.SeedSequence(np.array(words, dtype=np.uint32)).generate_state(1, np.uint64)
     return int(state[0]) & ((1 << bits) - 1)
+
+
+def to_device(tensors, device):
+    """CPU tensor(s) -> ``device`` without a host-device sync; one tensor or a list of them.
+
+    A plain ``.to('cuda')`` of pageable host memory blocks the host until the GPU has run
+    everything queued before it (the copy goes through a staging buffer and waits), which
+    stalls a training step that should only queue kernels. On CUDA the tensors are packed
+    into one pinned (page-locked) buffer and sent with *one* ``non_blocking`` copy; the
+    returned tensors are views of it on the device. The pinned block comes from torch's
+    caching host allocator, which records the copy on the stream and reuses the block only
+    once the copy has run, so dropping it at once is safe. Elsewhere (CPU, or another device
+    type): a plain ``.to(device)`` per tensor (a CPU tensor already on the CPU is returned as is).
+
+    Values, dtypes and shapes are those of the inputs; each result is contiguous on CUDA.
+    """
+    import torch
+
+    device = torch.device(device)
+    single = isinstance(tensors, torch.Tensor)
+    items = [tensors] if single else list(tensors)
+    if not items:
+        return []
+    if device.type != "cuda" or any(t.device.type != "cpu" for t in items):
+        out = [t.to(device) for t in items]  # nothing to stage: a plain copy (or none)
+    else:
+        buf, layout = _pack(items, pin=True)  # uint8 [total bytes], pinned
+        out = _unpack(buf.to(device, non_blocking=True), layout)
+    return out[0] if single else out
+
+
+_ALIGN = 16  # bytes: every packed tensor starts aligned for any dtype's view
+
+
+def _pack(items, pin: bool = False):
+    """Tensors -> (one uint8 buffer holding their bytes, the layout :func:`_unpack` needs)."""
+    import torch
+
+    layout, total = [], 0
+    for t in items:
+        if t.device.type != "cpu":
+            raise ValueError(f"to_device: expected CPU tensors, got one on {t.device}")
+        nbytes = t.numel() * t.element_size()
+        layout.append((total, nbytes, t.dtype, tuple(t.shape)))
+        total += -(-nbytes // _ALIGN) * _ALIGN
+    buf = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+    for t, (offset, nbytes, dtype, shape) in zip(items, layout):
+        buf[offset:offset + nbytes].view(dtype).view(shape).copy_(t)
+    return buf, layout
+
+
+def _unpack(buf, layout) -> list:
+    """The tensors :func:`_pack` put in ``buf`` (views of it, on ``buf``'s device)."""
+    return [buf[offset:offset + nbytes].view(dtype).view(shape) for offset, nbytes, dtype, shape in layout]

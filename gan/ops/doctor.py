@@ -17,6 +17,7 @@ import torch
 
 from gan.ops import _build
 from gan.ops.bias_act import self_test as bias_act_self_test
+from gan.ops.upfirdn2d import TILED_ENV, tiled, tiled_enabled
 from gan.ops.upfirdn2d import self_test as upfirdn2d_self_test
 from gan.util import ensure_venv_bin_on_path
 
@@ -92,7 +93,28 @@ def environment_checks() -> list[Check]:
         writable = False
     checks.append(Check("extension cache", "OK" if writable else "FAIL", str(root),
                         "set MTF_EXTENSIONS_DIR to a writable folder"))
+    try:
+        kernel = "tiled" if tiled_enabled() else f"per-pixel ({TILED_ENV}=1 selects the tiled kernel)"
+        checks.append(Check("upfirdn2d CUDA kernel", "INFO", kernel))
+    except ValueError as exc:
+        checks.append(Check("upfirdn2d CUDA kernel", "FAIL", str(exc), f"set {TILED_ENV} to 0 or 1"))
     return checks
+
+
+def tiled_check(target: str, plugin, device: torch.device, dtype: torch.dtype) -> Check:
+    """The upfirdn2d self-test through the tiled kernel (its CPU emulation on ``cpp``).
+
+    A mismatch FAILs only where the tiled kernel is in use (``$MTF_OPS_CUDA_TILED=1`` on
+    ``cuda``); otherwise it is reported, since that kernel waits behind the switch.
+    """
+    name = f"{target} tiled {str(dtype).split('.')[-1]}"
+    what = "tiled kernel" if target == "cuda" else "tiled kernel's CPU emulation"
+    bad = upfirdn2d_self_test(tiled(plugin), device, dtype)
+    if not bad:
+        return Check(name, "OK", f"upfirdn2d through the {what} matches ref")
+    in_use = target == "cuda" and tiled_enabled()
+    return Check(name, "FAIL" if in_use else "INFO", f"the {what} disagrees with ref: {', '.join(bad)}"
+                 + ("" if in_use else " (not in use)"), f"unset {TILED_ENV} and report this")
 
 
 def self_test(plugin, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
@@ -134,6 +156,8 @@ def target_checks(target: str) -> list[Check]:
                                 "bias_act (9 activations) and upfirdn2d (up/down/filter) match ref"))
         except _build.BuildError as exc:
             checks.append(Check(f"{target} parity {str(dtype).split('.')[-1]}", "FAIL", exc.cause, exc.fix))
+        if target != "cuda" or tiled_enabled():  # never run an unverified CUDA kernel unasked
+            checks.append(tiled_check(target, plugin, device, dtype))
     return checks
 
 

@@ -15,6 +15,13 @@
 #define MTF_HD inline
 #endif
 
+// Unroll the next loop in device code (g++ has no such pragma and would warn).
+#if defined(__CUDA_ARCH__)
+#define MTF_UNROLL _Pragma("unroll")
+#else
+#define MTF_UNROLL
+#endif
+
 namespace mtf {
 
 // Element type codes passed across the C boundary between the .cpp and .cu files.

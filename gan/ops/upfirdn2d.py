@@ -19,11 +19,27 @@ depthwise ``F.conv2d``), ``cpp`` and ``cuda`` (``upfirdn2d.cpp`` / ``upfirdn2d.c
 filter flipped, padding mirrored), so the compiled paths differentiate to any order.
 :func:`self_test` checks the kernels against the reference; the build manager runs it
 on the first load of the ``cuda`` target on a GPU, ``mtf-gan doctor`` on every target.
+
+CUDA kernels: ``cuda`` runs the per-pixel kernel (one thread per output) unless
+``MTF_OPS_CUDA_TILED=1`` is set, which sends every ``cuda`` call (``impl='cuda'`` and
+``'auto'`` on CUDA tensors), its gradients included, through the tiled kernel: an
+output tile per block, its input staged in shared memory, 32-bit indices, compiled
+specializations for the passes StyleGAN2 runs (``upfirdn2d.h``). The tiled kernel
+stays behind this switch until its parity tests (``pytest -m cuda tests/gan/test_ops.py``)
+have passed on a GPU; its CPU twin (``TiledKernel`` on CPU tensors: the same tile math
+run block by block) is tested on every run.
+
+The compiled paths prepare the taps (gain, rounding to half for half inputs, flip)
+once per filter tensor and cache them (:func:`_prepared_taps`), so a steady-state call
+launches no filter-preparation kernel and copies no filter to the device.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+import threading
+import weakref
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +47,9 @@ import torch.nn.functional as F
 from gan.ops import _build
 
 IMPLS = ("auto", "ref", "cpp", "cuda")
+
+#: Environment switch for the tiled CUDA kernel (see the module docstring).
+TILED_ENV = "MTF_OPS_CUDA_TILED"
 
 
 def _parse_scaling(scaling: int | Sequence[int]) -> tuple[int, int]:
@@ -136,8 +155,47 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] =
     if chosen != "ref":
         plugin = _build.get_plugin(chosen, verify=self_test)
         if plugin is not None:
+            if chosen == "cuda" and tiled_enabled():
+                plugin = tiled(plugin)
             return upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain, plugin)
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def tiled_enabled() -> bool:
+    """Whether ``$MTF_OPS_CUDA_TILED`` asks for the tiled CUDA kernel (``1``/``0``, unset = no)."""
+    value = os.environ.get(TILED_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{TILED_ENV}={value!r} is not understood; set it to 1 (tiled CUDA kernel) or 0 (per-pixel).")
+
+
+class TiledKernel:
+    """A plugin's tiled upfirdn2d in the shape of a plugin (``.upfirdn2d(x, w, upx, ...)``).
+
+    On CUDA tensors the tiled kernel; on CPU tensors its emulation (the same tile math run
+    block by block, thread by thread), which the CPU parity tests check. ``max_grid_z``
+    caps the channel images one launch has in flight, so tests can make blocks loop.
+    """
+
+    def __init__(self, plugin: Any, max_grid_z: int = 65535) -> None:
+        self.plugin, self.max_grid_z = plugin, max_grid_z
+
+    def upfirdn2d(self, x, w, upx, upy, downx, downy, padx0, padx1, pady0, pady1):
+        return self.plugin.upfirdn2d_tiled(x, w, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
+                                           self.max_grid_z)
+
+
+_tiled_kernels: dict[int, TiledKernel] = {}
+
+
+def tiled(plugin: Any) -> TiledKernel:
+    """The (one) :class:`TiledKernel` of ``plugin``."""
+    kernel = _tiled_kernels.get(id(plugin))
+    if kernel is None or kernel.plugin is not plugin:
+        kernel = _tiled_kernels[id(plugin)] = TiledKernel(plugin)
+    return kernel
 
 
 def _shape_class(x, f, up, down) -> str:
@@ -193,7 +251,7 @@ def upfirdn2d_compiled(x: torch.Tensor, f: torch.Tensor | None, up, down, paddin
     with the reference's semantics; what :func:`upfirdn2d` calls once it has chosen a plugin."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4, "upfirdn2d: x must be [N, C, H, W]"
     if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+        f = _identity_filter(x.device)
     assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "upfirdn2d: f must be 1-D or 2-D"
     assert not f.requires_grad, "upfirdn2d: gradients with respect to the filter are not supported"
     params = (*_parse_scaling(up), *_parse_scaling(down), *_parse_padding(padding), bool(flip_filter), float(gain))
@@ -207,16 +265,87 @@ def self_test(plugin, device: torch.device, dtype: torch.dtype = torch.float32) 
     Passed as ``verify`` to :func:`gan.ops._build.get_plugin`; :mod:`gan.ops.doctor` runs it too.
     """
     x, _, tol = _build.self_test_inputs(device, dtype)
+    kernels = [("", plugin)]
+    if torch.device(device).type == "cuda" and tiled_enabled() and hasattr(plugin, "upfirdn2d_tiled"):
+        # the kernel the cuda calls run
+        kernels.append((" (tiled)", tiled(plugin)))
     bad = []
-    for kw in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=[1, 1, 1, 1]), dict(padding=[1, 2, 2, 1])):
-        for taps in ([1, 3, 3, 1], [1, 2, 3, 4, 5, 4, 3, 2, 1]):
-            f = setup_filter(taps, device=device)
-            want = upfirdn2d_ref(x, f, **kw)
-            got = upfirdn2d_compiled(x, f, kw.get("up", 1), kw.get("down", 1), kw["padding"], False, 1, plugin)
-            if got.shape != want.shape or not torch.allclose(got.float(), want.float(), **tol):
-                bad.append(f"upfirdn2d {kw} taps={len(taps)}")
+    for name, kernel in kernels:
+        for kw in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=[1, 1, 1, 1]), dict(padding=[1, 2, 2, 1])):
+            for taps in ([1, 3, 3, 1], [1, 2, 3, 4, 5, 4, 3, 2, 1]):
+                f = setup_filter(taps, device=device)
+                want = upfirdn2d_ref(x, f, **kw)
+                got = upfirdn2d_compiled(x, f, kw.get("up", 1), kw.get("down", 1), kw["padding"], False, 1, kernel)
+                if got.shape != want.shape or not torch.allclose(got.float(), want.float(), **tol):
+                    bad.append(f"upfirdn2d{name} {kw} taps={len(taps)}")
     return bad
 
+
+# ---------------------------------------------------------------------------- prepared taps
+
+#: id(filter) -> {(device, half, gain, flip): (version, data_ptr, prepared taps)}; a filter's
+#: entry leaves with it (weakref.finalize). See :func:`_prepared_taps`.
+_taps_cache: dict[int, dict[tuple, tuple[int, int, tuple[torch.Tensor, ...]]]] = {}
+#: Most filters cached at once (a network has tens, one per resampling layer and copy);
+#: past it, further filters are prepared on every call.
+TAPS_CACHE_FILTERS = 4096
+_taps_lock = threading.Lock()
+_identity_filters: dict[torch.device, torch.Tensor] = {}
+
+
+def _identity_filter(device: torch.device) -> torch.Tensor:
+    """``[[1.0]]`` on ``device``, made once per device (``f=None``)."""
+    f = _identity_filters.get(device)
+    if f is None:
+        f = _identity_filters[device] = torch.ones([1, 1], dtype=torch.float32, device=device)
+    return f
+
+
+def _prepare_taps(f: torch.Tensor, device: torch.device, half: bool, gain: float,
+                  flip_filter: bool) -> tuple[torch.Tensor, ...]:
+    """What the kernels take: float32 taps on ``device``, times the gain, rounded to half
+    precision for half inputs (as the reference, which filters in the input dtype) and
+    flipped unless ``flip_filter`` (the kernels correlate). ``(w [fh, fw],)`` for a 2-D
+    filter, ``(w [1, k], w [k, 1])`` (horizontal, vertical pass) for a separable one."""
+    with torch.no_grad():
+        w = f.to(device=device, dtype=torch.float32) * (gain ** (f.ndim / 2))
+        if half:
+            w = w.half().float()
+        if not flip_filter:
+            w = w.flip(list(range(w.ndim)))
+        return (w,) if w.ndim == 2 else (w[None, :], w[:, None])
+
+
+def _prepared_taps(f: torch.Tensor, device: torch.device, half: bool, gain: float,
+                   flip_filter: bool) -> tuple[torch.Tensor, ...]:
+    """:func:`_prepare_taps`, cached per filter tensor and (device, half or not, gain, flip),
+    valid while the filter's version counter and storage are unchanged (an in-place change
+    of the filter bumps the version, so it is seen).
+
+    Preparing the taps costs 2-4 small kernels, and a host-to-device copy when the
+    filter lives on the CPU, on every call; the layers call with the same filter buffers
+    every step. The cache holds no reference to the filter: a filter's entry (its
+    prepared taps) is dropped when the filter is freed, so a dead module leaves nothing
+    behind, and at most :data:`TAPS_CACHE_FILTERS` filters are cached.
+    """
+    try:
+        version = f._version  # bumped by every in-place change; the one place torch exposes it
+    except RuntimeError:      # inference-mode tensors have no version counter: no caching
+        return _prepare_taps(f, device, half, gain, flip_filter)
+    key = (device, half, gain, flip_filter)
+    entry = _taps_cache.get(id(f), {}).get(key)
+    if entry is not None and entry[0] == version and entry[1] == f.data_ptr():
+        return entry[2]
+    taps = _prepare_taps(f, device, half, gain, flip_filter)
+    with _taps_lock:
+        per_filter = _taps_cache.get(id(f))
+        if per_filter is None:
+            if len(_taps_cache) >= TAPS_CACHE_FILTERS:
+                return taps
+            per_filter = _taps_cache[id(f)] = {}
+            weakref.finalize(f, _taps_cache.pop, id(f), None)  # runs when f is freed, before its id is reused
+        per_filter[key] = (version, f.data_ptr(), taps)
+    return taps
 
 
 class _Upfirdn2dCompiled(torch.autograd.Function):
@@ -231,16 +360,12 @@ class _Upfirdn2dCompiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, params, plugin):
         upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain = params
-        w = f.to(device=x.device, dtype=torch.float32) * (gain ** (f.ndim / 2))
-        if x.dtype == torch.float16:
-            w = w.half().float()  # the reference rounds the taps to the input dtype
-        if not flip_filter:
-            w = w.flip(list(range(w.ndim)))  # the kernel correlates
-        if w.ndim == 2:
-            y = plugin.upfirdn2d(x, w, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
+        taps = _prepared_taps(f, x.device, x.dtype == torch.float16, gain, flip_filter)
+        if len(taps) == 1:
+            y = plugin.upfirdn2d(x, taps[0], upx, upy, downx, downy, padx0, padx1, pady0, pady1)
         else:  # separable: horizontal pass [1, k], then vertical pass [k, 1], as the reference does
-            y = plugin.upfirdn2d(x, w[None, :], upx, 1, downx, 1, padx0, padx1, 0, 0)
-            y = plugin.upfirdn2d(y, w[:, None], 1, upy, 1, downy, 0, 0, pady0, pady1)
+            y = plugin.upfirdn2d(x, taps[0], upx, 1, downx, 1, padx0, padx1, 0, 0)
+            y = plugin.upfirdn2d(y, taps[1], 1, upy, 1, downy, 0, 0, pady0, pady1)
         ctx.save_for_backward(f)
         ctx.x_shape = x.shape
         ctx.params, ctx.plugin = params, plugin

@@ -362,7 +362,8 @@ def test_all_reduce_hook_combines_the_statistics_of_every_rank():
     ranks[0].accumulate(torch.ones(12))
     ranks[1].accumulate(torch.tensor([1.0] * 6 + [-1.0] * 6))
     ranks[0].p = ranks[1].p = 0.5
-    totals = sum(r._stats for r in ranks)
+    totals = torch.tensor([sum(r.state_dict()[k] for r in ranks) for k in ("signs_sum", "signs_count")],
+                          dtype=torch.float64)  # [sum of signs, count] over both ranks
 
     def all_reduce(t: torch.Tensor) -> None:
         t.copy_(totals)
@@ -419,3 +420,75 @@ def test_from_config_builds_the_named_pipe():
     assert pipe.p == 0.4
     assert all(pipe.mult[k] == 0 for k in PIPES["color"]) and all(pipe.mult[k] == 1 for k in PIPES["bg"])
     assert math.isclose(AdaController(AugmentConfig()).step_size * 32, 32 * 4 / 500e3)
+
+
+# ---------------------------------------------------------------------------- F.grid_sample where first order suffices
+
+
+def _pipe_grids(monkeypatch, n=6, res=RES, seed=3):
+    """The (upsampled image, grid) pairs the pipe's warp samples, with every geometric transform on."""
+    from gan.ops import grid_sample as gs
+
+    seen, real = [], gs.grid_sample_reflect
+
+    def spy(images_, grid, second_order=True):
+        seen.append((images_.detach().clone(), grid.clone()))
+        return real(images_, grid, second_order)
+
+    monkeypatch.setattr(gs, "grid_sample_reflect", spy)
+    only("scale", "rotate", "aniso", "xfrac")(images(n, res=res, seed=seed), p=1.0, generator=make_generator(seed))
+    monkeypatch.setattr(gs, "grid_sample_reflect", real)
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_torch_grid_sample_equals_our_sampler_on_the_pipes_grids_values_and_gradients(monkeypatch, seed):
+    """F.grid_sample(reflection) reflects the coordinate and clamps it, ours interpolates the
+    mirrored image: for bilinear sampling these agree at any distance. The pipe's grids reach
+    beyond the padded area (large scalings), and the two differ only by F.grid_sample taking the
+    grid in float32 (the grid's rounding, ~1e-7 of the image size)."""
+    from gan.ops.grid_sample import grid_sample_reflect
+
+    up, grid = _pipe_grids(monkeypatch, seed=seed)
+    assert grid.dtype == torch.float64 and grid.abs().max() > 1  # some samples mirror back in
+    x1, x2 = up.clone().requires_grad_(True), up.clone().requires_grad_(True)
+    ours, theirs = grid_sample_reflect(x1, grid), grid_sample_reflect(x2, grid, second_order=False)
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-5)
+    w = torch.randn(ours.shape, generator=torch.Generator().manual_seed(seed))
+    (g1,) = torch.autograd.grad((ours * w).sum(), x1)
+    (g2,) = torch.autograd.grad((theirs * w).sum(), x2)
+    torch.testing.assert_close(g2, g1, rtol=0, atol=1e-4)
+
+
+def _sampler_ops(second_order: bool) -> set[str]:
+    x = images(4, res=8).requires_grad_(True)
+    pipe = only("scale", "rotate")
+    pipe.impl = "auto"
+    y = pipe.apply(x, pipe.sample_params(4, make_generator(5)), p=1.0, second_order=second_order)
+    return {n for n in _autograd_node_names(y.square().sum()) if "gridsampler" in n.lower() or "Gather" in n}
+
+
+def test_first_order_calls_warp_with_torch_grid_sample_and_mtf_ops_ref_keeps_ours(monkeypatch):
+    from gan.ops import _build
+
+    monkeypatch.setattr(_build, "get_plugin", lambda target, verify=None: None)  # upfirdn2d: the reference
+    monkeypatch.delenv("MTF_OPS", raising=False)
+    first = _sampler_ops(second_order=False)
+    assert any("gridsampler" in n.lower() for n in first) and not any("Gather" in n for n in first), first
+    assert not any("gridsampler" in n.lower() for n in _sampler_ops(second_order=True))  # R1: ours
+    monkeypatch.setenv("MTF_OPS", "ref")
+    assert not any("gridsampler" in n.lower() for n in _sampler_ops(second_order=False))
+
+
+def test_fixed_mode_keeps_rt_on_the_device_until_it_is_read():
+    fixed = AdaController(AugmentConfig(mode="fixed", p=0.3))
+    _feed(fixed, 4, rt=0.5)
+    assert fixed._rt_stats is not None                          # measured, not read yet
+    assert fixed.last_rt == 0.5 and fixed._rt_stats is None     # read once, when asked
+    _feed(fixed, 3, rt=1.0)                                     # an interval not completed: still the last one
+    assert fixed.last_rt == 0.5
+    _feed(fixed, 1, rt=1.0)
+    assert fixed.last_rt == 1.0 and fixed.p == 0.3
+    state = fixed.state_dict()
+    assert state["signs_count"] == 0.0 and state["last_rt"] == 1.0

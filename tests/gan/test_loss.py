@@ -15,8 +15,8 @@ import torch
 
 from gan import monitor
 from gan.augment import AdaController, AugmentConfig, AugmentPipe
-from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, nan_to_num_grads
-from gan.networks import NetworkConfig, build_generator
+from gan.loss import LossConfig, StepRandom, StyleGAN2Loss, lazy_adam, load_optimizer_state, nan_to_num_grads
+from gan.networks import NetworkConfig, build_discriminator, build_generator
 
 
 class LinearD(torch.nn.Module):
@@ -337,3 +337,149 @@ def test_the_ada_controller_sets_the_probability_d_inputs_are_augmented_with():
     want = D(pipe.apply(img, rnd.augment_params("aug_real", 4), p=1.0), None)
     torch.testing.assert_close(loss.run_D(img, None, rnd, "aug_real", 4), want)
     assert not torch.allclose(want, plain)
+
+
+# ---------------------------------------------------------------------------- no syncs, fewer launches
+
+
+@pytest.mark.parametrize("kw", [{}, {"rank": 1, "world_size": 2}, {"rows": [2, 3, 4, 5], "global_batch": 8},
+                                {"rows": [6, 1, 3, 0], "global_batch": 8}], ids=["one", "rank", "range", "rows"])
+def test_path_length_noise_drawn_on_the_device_is_the_old_host_draw_on_the_cpu(kw):
+    """Greg's noise moved from a host draw + copy to a draw on the training device; on the CPU
+    the numbers are those of before (same generator, same seed, same rows)."""
+    rnd = _rnd("Greg", 16, **kw)
+    shape = [8, 3, 16, 16]
+    old = rnd.randn("pl_noise", shape)  # what path_lengths drew until now
+    torch.testing.assert_close(rnd.randn_device("pl_noise", shape), old, rtol=0, atol=0)
+
+
+def test_rows_that_form_a_range_are_sliced_and_other_rows_gathered():
+    full = _rnd("Gmain").noise("noise8", 8, 8)  # [8, 1, 8, 8], the whole batch
+    ranged = _rnd("Gmain", rows=[2, 3, 4, 5], global_batch=8)
+    assert ranged._sel == slice(2, 6)
+    part = ranged.noise("noise8", 4, 8)
+    assert part._base is not None and torch.equal(part, full[2:6])  # a view: no gather kernel
+    scattered = _rnd("Gmain", rows=[6, 1, 3, 0], global_batch=8)
+    assert scattered._sel is None and torch.equal(scattered.noise("noise8", 4, 8), full[[6, 1, 3, 0]])
+    assert torch.equal(ranged.randn("z", [8, 4]), _rnd("Gmain").randn("z", [8, 4])[2:6])
+
+
+def test_unconditional_labels_draw_nothing_and_conditional_ones_come_from_the_table():
+    loss = StyleGAN2Loss(LinearG(), LinearD(), LossConfig())
+    rnd = _rnd("Gmain", rank=1, world_size=2)
+    assert loss.gen_labels(torch.zeros(30, 0), rnd, 8).shape == (4, 0)
+    table = torch.eye(3).repeat(10, 1)  # [30, 3]
+    want = table[_rnd("Gmain").randint("c", 30, 8)[4:]]
+    assert torch.equal(loss.gen_labels(table, rnd, 8), want)
+
+
+def _params(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in ([4, 3], [5], [2, 2, 3])]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g)
+    return ps
+
+
+def test_lazy_adam_is_fused_on_cuda_and_foreach_on_the_cpu():
+    from gan.loss import adam_impl
+
+    assert adam_impl({"cuda"}) == {"fused": True} and adam_impl({"cpu"}) == {"foreach": True}
+    assert adam_impl({"cpu", "cuda"}) == {} and adam_impl({"mps"}) == {}
+    group = lazy_adam(_params(), 0.01, (0.0, 0.99), 1e-8, None).param_groups[0]
+    assert group["foreach"] is True and not group["fused"]
+
+
+def test_foreach_adam_on_the_cpu_takes_the_per_tensor_loops_steps_bit_for_bit():
+    a, b = _params(), _params()
+    loop = torch.optim.Adam(a, lr=0.01, betas=(0.0, 0.99 ** (16 / 17)), eps=1e-8, foreach=False)
+    ours = lazy_adam(b, 0.01, (0.0, 0.99 ** (16 / 17)), 1e-8, None)
+    for _ in range(3):
+        loop.step()
+        ours.step()
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_an_unfused_checkpoint_loads_into_a_fused_optimizer_and_stays_fused():
+    """What a CUDA run resumed from a checkpoint written before the optimizers were fused does
+    (fused Adam runs on the CPU too, so the path is exercised here)."""
+    old_params = _params()
+    old = torch.optim.Adam(old_params, lr=0.01, betas=(0.0, 0.99), eps=1e-8)  # how checkpoints were written
+    old.step()
+    old.step()
+    saved = copy.deepcopy(old.state_dict())
+    assert not saved["param_groups"][0]["fused"]
+
+    new_params = [torch.nn.Parameter(p.detach().clone()) for p in old_params]
+    for p, q in zip(new_params, old_params):
+        p.grad = q.grad.clone()
+    opt = torch.optim.Adam(new_params, lr=0.01, betas=(0.0, 0.99), eps=1e-8, fused=True)  # lazy_adam on CUDA
+    plain = torch.optim.Adam([torch.nn.Parameter(p.detach().clone()) for p in old_params], lr=0.01, fused=True)
+    plain.load_state_dict(copy.deepcopy(saved))
+    assert not plain.param_groups[0]["fused"]  # what load_state_dict alone does: fusing silently lost
+    load_optimizer_state(opt, copy.deepcopy(saved))
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["lr"] == 0.01
+    for p, q in zip(new_params, old_params):
+        st = opt.state[p]
+        assert st["step"].dtype == torch.float32 and float(st["step"]) == 2.0
+        assert torch.equal(st["exp_avg_sq"], old.state[q]["exp_avg_sq"])
+    old.step()
+    opt.step()  # the moments carried over: the fused step continues the unfused trajectory
+    for p, q in zip(new_params, old_params):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_nan_to_num_grads_works_on_one_flat_buffer_reduced_over_ranks_first():
+    m = torch.nn.Conv2d(2, 3, 3)
+    m.weight.grad = torch.randn(3, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+    m.weight.grad[0, 0, 0, 0] = float("nan")
+    m.bias.grad = torch.tensor([float("inf"), -float("inf"), 2.0])
+    want_w = torch.nan_to_num(m.weight.grad * 2, nan=0.0, posinf=1e5, neginf=-1e5)
+    seen = []
+
+    def all_reduce(flat):  # a second rank with the same gradients
+        seen.append(flat.numel())
+        flat.mul_(2)
+
+    grad_w = m.weight.grad
+    nan_to_num_grads(m.parameters(), all_reduce=all_reduce)
+    assert seen == [3 * 2 * 3 * 3 + 3]  # one buffer for all parameters
+    assert m.weight.grad is grad_w and m.weight.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(m.weight.grad, want_w)
+    assert m.bias.grad.tolist() == [1e5, -1e5, 4.0]
+    nan_to_num_grads(torch.nn.Linear(2, 2))  # no gradients at all: nothing to do
+
+
+def _step_grads(G, D, pipe, cfg, phase):
+    """Loss and gradients of one phase on copies of G and D (the pipe at fixed p = 0.5)."""
+    G, D = copy.deepcopy(G), copy.deepcopy(D)
+    ada = AdaController(AugmentConfig(mode="fixed", p=0.5))
+    loss = StyleGAN2Loss(G, D, cfg, augment_pipe=pipe, ada=ada)
+    module = G if phase in ("Gmain", "Greg") else D
+    module.requires_grad_(True)
+    g = torch.Generator().manual_seed(3)
+    real = torch.rand([8, 3, 16, 16], generator=g) * 2 - 1
+    out = loss.accumulate_gradients(phase, real, torch.zeros(8, 0), torch.zeros(20, 0), _rnd(phase, 64), 8,
+                                    gain=4.0)
+    return out, {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_one_step_of_the_fast_path_equals_mtf_ops_ref(monkeypatch, ext_dir):
+    """Compiled CPU ops and F.grid_sample (Gmain, Dmain) against the reference ops and our own
+    sampler: losses and gradients of all four phases, augmentation on."""
+    torch.manual_seed(0)
+    net = NetworkConfig(z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=8, num_fp16_res=0,
+                        conv_clamp=None, mbstd_group_size=4)
+    G, D = build_generator(net), build_discriminator(net)
+    cfg = LossConfig(r1_gamma=1.0, pl_weight=2.0, pl_batch_shrink=2)
+    pipe = AugmentPipe()
+    for phase in ("Gmain", "Greg", "Dmain", "Dreg"):
+        monkeypatch.delenv("MTF_OPS", raising=False)
+        fast, fast_grads = _step_grads(G, D, pipe, cfg, phase)
+        monkeypatch.setenv("MTF_OPS", "ref")
+        ref, ref_grads = _step_grads(G, D, pipe, cfg, phase)
+        assert fast.keys() == ref.keys() and fast_grads.keys() == ref_grads.keys() and ref_grads, phase
+        for k in ref:
+            torch.testing.assert_close(fast[k], ref[k], rtol=1e-4, atol=1e-5, msg=f"{phase} {k}")
+        for k in ref_grads:
+            torch.testing.assert_close(fast_grads[k], ref_grads[k], rtol=1e-3, atol=1e-5, msg=f"{phase} {k}")

@@ -82,3 +82,37 @@ def test_named_logger_writes_log_txt_and_the_given_stream(tmp_path):
     assert stream.getvalue() == "epoch 1\n"
     assert "epoch 1" in (tmp_path / "log.txt").read_text()
     assert not log.handlers
+
+
+def test_values_are_copied_counted_on_the_host_and_folded_without_changing_the_statistics(monkeypatch):
+    """A report keeps a float64 copy (a tensor updated in place later does not change what was
+    reported) and the count on the host; folding every few reports gives the statistics of
+    all values at once."""
+    g = torch.Generator().manual_seed(0)
+    values = [torch.randn(int(n), generator=g, dtype=torch.float64) for n in torch.randint(1, 9, (20,), generator=g)]
+    stats = {}
+    for fold_every in (1000, 3):
+        monkeypatch.setattr(monitor.Monitor, "FOLD_EVERY", fold_every)
+        mon = monitor.Monitor()
+        state = torch.zeros(3)
+        for v in values:
+            mon.report("x", v)
+            state.copy_(v[:1].float().expand(3))
+            mon.report("state", state)
+            state.add_(100.0)  # later in-place updates are not what was reported
+        assert mon._count["x"] == sum(v.numel() for v in values)  # a host float, no device tensor
+        stats[fold_every] = mon.flush(step=0)
+    allv, states = torch.cat(values), torch.cat([v[:1] for v in values]).float()
+    assert stats[3]["x"]["num"] == allv.numel()
+    for fold_every in stats:
+        assert stats[fold_every]["x"]["mean"] == pytest.approx(allv.mean().item(), rel=1e-12)
+        assert stats[fold_every]["x"]["std"] == pytest.approx(allv.std(unbiased=False).item(), rel=1e-9)
+        assert stats[fold_every]["state"]["mean"] == pytest.approx(states.mean().item(), rel=1e-6)
+
+
+def test_reports_after_a_reduce_add_to_the_reduced_moments():
+    mon = monitor.Monitor()
+    mon.report("x", torch.tensor([1.0, 3.0]))
+    mon.reduce(lambda acc: {k: v * 2 for k, v in acc.items()})  # two ranks that reported alike
+    mon.report("x", 5.0)
+    assert mon.flush(step=0)["x"] == {"num": 5.0, "mean": 13.0 / 5, "std": pytest.approx(np.std([1, 3, 1, 3, 5]))}

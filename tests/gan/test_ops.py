@@ -11,19 +11,23 @@ folder, or ``$MTF_EXTENSIONS_DIR`` when set.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import warnings
 
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gan.ops import _build, activation_funcs, bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 from gan.ops.bias_act import bias_act_ref
 from gan.ops.grid_sample import grid_sample_reflect
 from gan.ops.bias_act import self_test as bias_act_self_test
+from gan.ops.upfirdn2d import TILED_ENV, TiledKernel, tiled_enabled, upfirdn2d_compiled, upfirdn2d_ref
 from gan.ops.upfirdn2d import self_test as upfirdn2d_self_test
-from gan.ops.upfirdn2d import upfirdn2d_compiled, upfirdn2d_ref
+
+upfirdn2d_module = importlib.import_module("gan.ops.upfirdn2d")  # gan.ops.upfirdn2d is also the function
 
 
 # ---------------------------------------------------------------------------- grid helper
@@ -237,18 +241,25 @@ class _PixelwisePlugin:
 
 def _check_upfirdn2d(case, impl, device, dtypes, plugin=None):
     """``impl`` through the public op, or through ``upfirdn2d_compiled`` with ``plugin`` if given."""
+    _check_upfirdn2d_inputs(lambda dtype, seed: _upfirdn_inputs(case, dtype, device, seed), impl, dtypes, plugin)
+
+
+def _check_upfirdn2d_inputs(inputs, impl, dtypes, plugin=None):
+    """Values in ``dtypes`` and float64 first- and second-order gradients against the reference;
+    ``inputs(dtype, seed)`` -> ``(x, f, kw)``."""
     def run(x, f, **kw):
         if plugin is None:
             return upfirdn2d(x, f, impl=impl, **kw)
-        return upfirdn2d_compiled(x, f, kw["up"], kw["down"], kw["padding"], kw["flip_filter"], kw["gain"], plugin)
+        return upfirdn2d_compiled(x, f, kw.get("up", 1), kw.get("down", 1), kw.get("padding", 0),
+                                  kw.get("flip_filter", False), kw.get("gain", 1), plugin)
 
     for dtype in dtypes:
-        x, f, kw = _upfirdn_inputs(case, dtype, device)
+        x, f, kw = inputs(dtype, 0)
         got = run(x, f, **kw)
         want = upfirdn2d_ref(x, f, **kw)
         assert got.shape == want.shape and got.dtype == want.dtype
         torch.testing.assert_close(got, want, **DTYPE_TOL[dtype])
-    x, f, kw = _upfirdn_inputs(case, torch.float64, device, seed=1)
+    x, f, kw = inputs(torch.float64, 1)
     fn_impl = lambda x: run(x, f, **kw)  # noqa: E731
     _check_grads(fn_impl, lambda x: upfirdn2d_ref(x, f, **kw), (x,))
     xg = x.detach().clone().requires_grad_(True)
@@ -267,6 +278,199 @@ def test_upfirdn2d_cuda_kernel_math_matches_ref_on_cpu(cpp_plugin, case):
     # shared math (upfirdn2d.h: upfirdn2d_pixel) on the CPU over the same grid.
     _check_upfirdn2d(case, "cpp", "cpu", (torch.float64, torch.float32, torch.float16),
                      plugin=_PixelwisePlugin(cpp_plugin))
+
+
+@pytest.mark.parametrize("case", UPFIRDN_GRID, ids=_ids(UPFIRDN_GRID))
+def test_upfirdn2d_tiled_kernel_math_matches_ref_on_cpu(cpp_plugin, case):
+    # The tiled CUDA kernel's tile math (upfirdn2d.h: tile_*) run block by block on the CPU.
+    # At most 3 channel images in flight, so blocks also loop over channel images.
+    _check_upfirdn2d(case, "cpp", "cpu", (torch.float64, torch.float32, torch.float16),
+                     plugin=TiledKernel(cpp_plugin, max_grid_z=3))
+
+
+# The passes StyleGAN2 runs here, at sizes that span several tiles with partial ones at the
+# edges: (name, filter, x [N, C, H, W], upfirdn2d keywords as layers.py / networks.py / augment.py
+# call it). Each one's forward and gradient passes must hit a specialization of the tiled kernel.
+STYLEGAN_PASSES = [
+    ("upsample2d_4x4", lambda: setup_filter([1, 3, 3, 1]), (2, 3, 20, 37), dict(up=2, padding=[2, 1, 2, 1], gain=4)),
+    ("blur_after_transposed_conv", lambda: setup_filter([1, 3, 3, 1]), (1, 3, 41, 67),
+     dict(padding=[1, 1, 1, 1], gain=4)),
+    ("blur_before_stride2_conv", lambda: setup_filter([1, 3, 3, 1]), (1, 2, 36, 70), dict(padding=[1, 1, 1, 1])),
+    ("downsample2d_4x4", lambda: setup_filter([1, 3, 3, 1]), (2, 2, 70, 66), dict(down=2, padding=[1, 1, 1, 1])),
+    ("augment_sym6_up", lambda: setup_filter(list(range(1, 13))), (1, 2, 13, 70), dict(up=2, padding=[6, 5, 6, 5],
+                                                                                         gain=4)),
+    ("augment_sym6_down", lambda: setup_filter(list(range(1, 13))), (1, 2, 50, 140),
+     dict(down=2, flip_filter=True)),
+    ("separable_4_up", lambda: setup_filter([1, 3, 3, 1], separable=True), (1, 2, 19, 70),
+     dict(up=2, padding=[2, 1, 2, 1], gain=4)),
+    ("separable_4_down", lambda: setup_filter([1, 3, 3, 1], separable=True), (1, 2, 70, 66),
+     dict(down=2, padding=[1, 1, 1, 1])),
+    ("separable_4_filter", lambda: setup_filter([1, 3, 3, 1], separable=True), (1, 2, 70, 131),
+     dict(padding=[2, 1, 2, 1])),
+]
+
+
+def _pass_inputs(shape, make_f, kw, device):
+    def inputs(dtype, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+        return x, make_f().to(device), kw
+    return inputs
+
+
+def _tiled_kernel_names(plugin, shape, f, kw, elem_bytes=4) -> list[str]:
+    """Which tiled kernel each 2-D pass of the op and of its gradient takes (upfirdn2d.h's plan)."""
+    n, c, h, w = shape
+    upx = upy = kw.get("up", 1)
+    downx = downy = kw.get("down", 1)
+    p = kw.get("padding", 0)
+    padx0, padx1, pady0, pady1 = (p, p, p, p) if isinstance(p, int) else p
+    k = f.shape[-1]
+    fh = f.shape[0] if f.ndim == 2 else k
+    oh = (h * upy + pady0 + pady1 - fh) // downy + 1
+    ow = (w * upx + padx0 + padx1 - k) // downx + 1
+    # The gradient's padding, as _Upfirdn2dCompiled.backward computes it.
+    gp = (k - padx0 - 1, w * upx - ow * downx + padx0 - upx + 1, fh - pady0 - 1, h * upy - oh * downy + pady0 - upy + 1)
+    names = []
+    for (sh, u, d, pad) in (((n, c, h, w), upx, downx, (padx0, padx1, pady0, pady1)), ((n, c, oh, ow), downx, upx, gp)):
+        if f.ndim == 2:
+            names.append(plugin.upfirdn2d_tiled_kernel_name(*sh, fh, k, u, u, d, d, *pad, elem_bytes))
+        else:  # separable: horizontal [1, k], then vertical [k, 1] on the horizontal pass's output
+            names.append(plugin.upfirdn2d_tiled_kernel_name(*sh, 1, k, u, 1, d, 1, pad[0], pad[1], 0, 0, elem_bytes))
+            mid_w = (sh[3] * u + pad[0] + pad[1] - k) // d + 1
+            names.append(plugin.upfirdn2d_tiled_kernel_name(sh[0], sh[1], sh[2], mid_w, k, 1, 1, u, 1, d,
+                                                            0, 0, pad[2], pad[3], elem_bytes))
+    return names
+
+
+@pytest.mark.parametrize("name, make_f, shape, kw", STYLEGAN_PASSES, ids=[p[0] for p in STYLEGAN_PASSES])
+def test_upfirdn2d_tiled_specializations_match_ref_on_cpu(cpp_plugin, name, make_f, shape, kw):
+    for elem_bytes in (4, 8):  # the same specialization for fp16/fp32 (float tiles) and fp64
+        kernels = _tiled_kernel_names(cpp_plugin, shape, make_f(), kw, elem_bytes)
+        assert all(k.startswith("spec ") for k in kernels), kernels
+    _check_upfirdn2d_inputs(_pass_inputs(shape, make_f, kw, "cpu"), "cpp",
+                            (torch.float64, torch.float32, torch.float16), plugin=TiledKernel(cpp_plugin))
+
+
+def test_upfirdn2d_tiled_plan_takes_the_generic_path_or_declines(cpp_plugin):
+    name = cpp_plugin.upfirdn2d_tiled_kernel_name
+    assert name(1, 3, 20, 37, 4, 4, 2, 2, 1, 1, 2, 1, 2, 1, 4) == "spec 0 up=2x2 down=1x1 taps=4x4 tile=64x32"
+    assert name(1, 3, 20, 37, 3, 3, 4, 4, 1, 1, 2, 1, 2, 1, 4).startswith("generic tile=32x32")
+    assert name(1, 3, 64, 64, 9, 9, 1, 1, 4, 4, 1, 1, 1, 1, 8) == "generic tile=32x8"  # smaller tile to fit
+    assert name(1, 3, 64, 64, 64, 64, 1, 1, 4, 4, 1, 1, 1, 1, 8) == "pixelwise"  # no tile fits shared memory
+    assert name(1, 3, 2 ** 16, 2 ** 15, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1, 4) == "pixelwise"  # offsets past int32
+
+
+def test_upfirdn2d_tiled_falls_back_to_per_pixel_when_no_tile_fits(cpp_plugin):
+    x = torch.randn(1, 2, 40, 44, dtype=torch.float64)
+    f = torch.rand(40, 40, dtype=torch.float32)
+    kw = dict(down=4, padding=[3, 2, 1, 3])
+    assert cpp_plugin.upfirdn2d_tiled_kernel_name(1, 2, 40, 44, 40, 40, 1, 1, 4, 4, 3, 2, 1, 3, 8) == "pixelwise"
+    got = upfirdn2d_compiled(x, f, 1, 4, kw["padding"], False, 1, TiledKernel(cpp_plugin))
+    torch.testing.assert_close(got, upfirdn2d_ref(x, f, **kw), **DTYPE_TOL[torch.float64])
+
+
+def test_mtf_ops_cuda_tiled_routes_cuda_calls_and_their_gradients_to_the_tiled_kernel(cpp_plugin, monkeypatch):
+    calls = []
+
+    class Spy:  # the cpp plugin, recording which kernel each pass takes
+        def upfirdn2d(self, *args):
+            calls.append("per-pixel")
+            return cpp_plugin.upfirdn2d(*args)
+
+        def upfirdn2d_tiled(self, *args):
+            calls.append("tiled")
+            return cpp_plugin.upfirdn2d_tiled(*args)
+
+    spy = Spy()
+    monkeypatch.setattr(_build, "choose_impl", lambda op, x, impl, shape_class="any": "cuda")
+    monkeypatch.setattr(_build, "get_plugin", lambda target, verify=None: spy)
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(1, 2, 6, 7, requires_grad=True)
+    for env, want in ((None, "per-pixel"), ("0", "per-pixel"), ("1", "tiled")):
+        if env is None:
+            monkeypatch.delenv(TILED_ENV, raising=False)
+        else:
+            monkeypatch.setenv(TILED_ENV, env)
+        calls.clear()
+        y = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1])
+        torch.autograd.grad(y.square().sum(), x)
+        assert calls == [want, want], (env, calls)
+    monkeypatch.setenv(TILED_ENV, "maybe")
+    with pytest.raises(ValueError, match=TILED_ENV):
+        tiled_enabled()
+
+
+# ---------------------------------------------------------------------------- prepared-taps cache
+
+class _OpCounter(TorchDispatchMode):
+    """The aten operators run inside the mode (the plugin's own at::empty included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def empty_taps_cache(monkeypatch):
+    monkeypatch.setattr(upfirdn2d_module, "_taps_cache", {})
+
+
+@pytest.mark.parametrize("taps, dtype", [([1, 3, 3, 1], torch.float32), (list(range(1, 13)), torch.float16)])
+def test_a_repeated_call_prepares_no_taps(cpp_plugin, empty_taps_cache, taps, dtype):
+    f = setup_filter(taps)
+    x = torch.randn(1, 2, 8, 9).to(dtype)
+    counts, outs = [], []
+    for _ in range(3):
+        with _OpCounter() as mode:
+            outs.append(upfirdn2d_compiled(x, f, 2, 1, [2, 1, 2, 1], False, 4, cpp_plugin))
+        counts.append(mode.ops)
+    assert {"mul", "flip"} <= set(counts[0])                  # the first call prepares the taps
+    assert counts[1] == counts[2] and len(counts[1]) < len(counts[0])
+    assert not {"mul", "flip", "_to_copy", "clone", "copy_"} & set(counts[1]), counts[1]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
+    torch.testing.assert_close(outs[1], upfirdn2d_ref(x, f, up=2, padding=[2, 1, 2, 1], gain=4),
+                               **DTYPE_TOL[dtype])
+
+
+def test_taps_cache_sees_an_in_place_change_of_the_filter(cpp_plugin, empty_taps_cache):
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(1, 2, 8, 9, dtype=torch.float64)
+    run = lambda: upfirdn2d_compiled(x, f, 1, 2, 1, False, 1, cpp_plugin)  # noqa: E731
+    before = run()
+    f.mul_(3)                                                   # same tensor, new version
+    after = run()
+    torch.testing.assert_close(after, 3 * before)
+    torch.testing.assert_close(after, upfirdn2d_ref(x, f, down=2, padding=1))
+    f.copy_(setup_filter([1, 2, 1, 1]))
+    torch.testing.assert_close(run(), upfirdn2d_ref(x, f, down=2, padding=1))
+
+
+def test_taps_cache_is_bounded_and_keeps_no_filter_alive(cpp_plugin, empty_taps_cache, monkeypatch):
+    import gc
+    import weakref
+
+    cache = upfirdn2d_module._taps_cache
+    x = torch.randn(1, 1, 6, 6)
+    f = setup_filter([1, 2, 1])
+    for flip in (False, True):
+        upfirdn2d_compiled(x, f, 1, 1, 1, flip, 1, cpp_plugin)
+    assert len(cache) == 1 and len(cache[id(f)]) == 2          # one filter, two preparations
+    taps = weakref.ref(cache[id(f)][(x.device, False, 1.0, False)][2][0])
+    dead = weakref.ref(f)
+    del f
+    gc.collect()
+    assert dead() is None and taps() is None and cache == {}  # the filter and its taps are freed together
+    monkeypatch.setattr(upfirdn2d_module, "TAPS_CACHE_FILTERS", 4)
+    keep = [torch.rand(3, 3) for _ in range(10)]
+    for f in keep:
+        y = upfirdn2d_compiled(x, f, 1, 1, 1, False, 1, cpp_plugin)
+        torch.testing.assert_close(y, upfirdn2d_ref(x, f, padding=1))  # past the bound: prepared every call
+    assert len(cache) == 4
 
 
 @pytest.mark.parametrize("op", ["upsample2d", "downsample2d", "filter2d"])
@@ -417,6 +621,48 @@ def test_bias_act_cuda_matches_ref(cuda_plugin, case):
 
 @pytest.mark.cuda
 @needs_cuda
+@pytest.mark.parametrize("kernel", ["per-pixel", "tiled"])
 @pytest.mark.parametrize("case", UPFIRDN_GRID, ids=_ids(UPFIRDN_GRID))
-def test_upfirdn2d_cuda_matches_ref(cuda_plugin, case):
-    _check_upfirdn2d(case, "cuda", "cuda", (torch.float32, torch.float16))
+def test_upfirdn2d_cuda_matches_ref(cuda_plugin, case, kernel):
+    # tiled: at most 3 channel images in flight, so that blocks loop over channel images too
+    plugin = TiledKernel(cuda_plugin, max_grid_z=3) if kernel == "tiled" else None
+    _check_upfirdn2d(case, "cuda", "cuda", (torch.float32, torch.float16), plugin=plugin)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("kernel", ["per-pixel", "tiled"])
+@pytest.mark.parametrize("name, make_f, shape, kw", STYLEGAN_PASSES, ids=[p[0] for p in STYLEGAN_PASSES])
+def test_upfirdn2d_cuda_stylegan_passes_match_ref(cuda_plugin, name, make_f, shape, kw, kernel):
+    plugin = TiledKernel(cuda_plugin) if kernel == "tiled" else cuda_plugin
+    _check_upfirdn2d_inputs(_pass_inputs(shape, make_f, kw, "cuda"), "cuda", (torch.float32, torch.float16),
+                            plugin=plugin)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_upfirdn2d_cuda_tiled_switch_runs_the_tiled_kernel_and_agrees_with_its_cpu_twin(cuda_plugin, cpp_plugin,
+                                                                                        monkeypatch):
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(4, 8, 33, 65, dtype=torch.float64)
+    kw = dict(up=2, padding=[2, 1, 2, 1], gain=4)
+    monkeypatch.setenv(TILED_ENV, "1")
+    got = upfirdn2d(x.cuda(), f.cuda(), impl="cuda", **kw)
+    direct = upfirdn2d_compiled(x.cuda(), f.cuda(), 2, 1, kw["padding"], False, 4, TiledKernel(cuda_plugin))
+    assert torch.equal(got, direct)
+    cpu = upfirdn2d_compiled(x, f, 2, 1, kw["padding"], False, 4, TiledKernel(cpp_plugin))
+    torch.testing.assert_close(got.cpu(), cpu, rtol=1e-12, atol=1e-12)  # fp64: equal up to FMA contraction
+    assert upfirdn2d_self_test(cuda_plugin, torch.device("cuda")) == []  # now tests the tiled kernel too
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_upfirdn2d_cuda_steady_state_launches_no_taps_kernel(cuda_plugin, empty_taps_cache):
+    f = setup_filter([1, 3, 3, 1])                               # on the CPU, as layers keep it until .to()
+    x = torch.randn(2, 4, 16, 16, device="cuda")
+    counts = []
+    for _ in range(2):
+        with _OpCounter() as mode:
+            upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="cuda")
+        counts.append(mode.ops)
+    assert not {"mul", "flip", "_to_copy", "copy_"} & set(counts[1]), counts[1]

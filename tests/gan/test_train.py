@@ -8,6 +8,7 @@ few dozen steps.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -448,3 +449,76 @@ def test_a_signal_during_the_last_step_finishes_the_run_normally(prepared_archiv
     _signal_at(monkeypatch, 56, signal.SIGTERM)  # the last step of 0.064 kimg starts at image 56
     res = CliRunner().invoke(main, _tiny_cli(prepared_archive, tmp_path / "runs", 0.064))
     assert res.exit_code == 0 and "done: 0.064 kimg" in res.output, res.output
+
+
+# ---------------------------------------------------------------------------- fused Adam, flat grads, foreach EMA
+
+
+def _steps(cfg):
+    """A built run and ``step(i)``: the loop body's phases (all of them, every step) on random reals."""
+    from gan import train as T
+    from gan.run_config import batch_plans
+
+    run = T.build(cfg, torch.device("cpu"))
+    main_plan, greg_plan = batch_plans(cfg, 1, 0)
+    g = torch.Generator().manual_seed(0)
+    res, b = cfg.network.img_resolution, cfg.train.batch
+    first_bad = {p.name: torch.full([], -1, dtype=torch.int64) for p in run.phases}
+    return run, lambda step: [T._run_phase(ph, run.loss, greg_plan if ph.name == "Greg" else main_plan,
+                                           torch.rand([b, 3, res, res], generator=g) * 2 - 1, torch.zeros(b, 0),
+                                           torch.zeros(10, 0), 0, step * b, torch.device("cpu"), b, run.ada,
+                                           first_bad[ph.name]) for ph in run.phases]
+
+
+def test_freeze_d_layers_stay_bit_identical_through_fused_adam_and_flat_gradients(one_thread, monkeypatch):
+    """As on a GPU: fused Adam (it runs on the CPU too) and gradients cleaned over one flat buffer."""
+    from gan import loss as L
+    from gan import train as T
+
+    flat = []
+    monkeypatch.setattr(T, "nan_to_num_grads", lambda params, all_reduce=None: (
+        flat.append(1), L.nan_to_num_grads(params, all_reduce=all_reduce or (lambda t: t))))  # the flat path
+    fused_calls, fused_adam = [], torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: (fused_calls.append(1), fused_adam(*a, **k))[1])
+    cfg = load_run_config(DEMO, ["network.img_resolution=16", "network.c_dim=0", "train.batch=4",
+                                 "train.freeze_d=2", "augment.mode=fixed", "augment.p=0.5"])
+    run, step = _steps(cfg)
+    for opt in (run.G_opt, run.D_opt):
+        opt.param_groups[0].update(fused=True, foreach=None)  # what lazy_adam picks on CUDA
+    in_opt = {id(p) for group in run.D_opt.param_groups for p in group["params"]}
+    frozen = {n for n, p in run.D.named_parameters() if id(p) not in in_opt}
+    assert frozen and all(n.startswith(("block16.from_rgb.", "block16.conv.")) for n in frozen), frozen
+    before = {n: p.detach().clone() for n, p in run.D.named_parameters()}
+    for i in range(3):
+        step(i)
+    after = dict(run.D.named_parameters())
+    assert len(flat) == 3 * len(run.phases)
+    assert all(torch.equal(after[n], before[n]) for n in frozen)
+    assert all(after[n].grad is None for n in frozen)  # never required a gradient
+    assert any(not torch.equal(after[n], before[n]) for n in before if n not in frozen)  # the rest trained
+    assert fused_calls and len(fused_calls) == len(flat)  # every phase's step took the fused kernel
+
+
+def test_ema_update_with_foreach_kernels_equals_the_per_tensor_formula(one_thread):
+    from gan import train as T
+
+    cfg = load_run_config(DEMO, ["network.img_resolution=16"])
+    run, step = _steps(cfg)
+    step(0)
+    G_ema, G = run.G_ema, run.G
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    G.mapping.w_avg.add_(1.0)
+    want = copy.deepcopy(G_ema)
+    ema_nimg = min(cfg.train.ema_kimg * 1000, 800 * cfg.train.ema_rampup)
+    beta = 0.5 ** (cfg.train.batch / max(ema_nimg, 1e-8))
+    with torch.no_grad():  # the loop this replaced
+        for p_ema, p in zip(want.parameters(), G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, beta))
+        for b_ema, b in zip(want.buffers(), G.buffers()):
+            b_ema.copy_(b)
+    T.update_ema(G_ema, G, cfg.train, 800)
+    for (n, a), b in zip(G_ema.state_dict().items(), want.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert 0 < beta < 1
