@@ -106,6 +106,11 @@ def import_published(sg2a: Path, gpu: bool) -> list[str]:
     patches.append(f"torch_utils.ops.conv2d_gradfix: custom op off without a warning per call (it supports "
                    f"torch 1.7-1.9; torch {torch.__version__} takes F.conv2d, as the published code does)")
     if gpu:
+        import importlib.util
+
+        if importlib.util.find_spec("scipy") is None:
+            sys.exit("the published augment pipe (training/augment.py) imports scipy, which is not installed: "
+                     "pip install scipy (it is not a dependency of mtf-faces)")
         patches.append(_patch_grid_sample())
     return patches
 
